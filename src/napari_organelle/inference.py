@@ -1,0 +1,430 @@
+"""Segment any 2-D, 3-D, time-lapse or multichannel image with a model.
+
+The work is a generator, :func:`segment_iter`, that yields
+:class:`~napari_organelle.progress.Progress` after every batch of tiles and
+returns a :class:`SegmentationResult`; :func:`segment` drives it to the end.
+Stacks and time-lapses are segmented plane by plane: the last two axes are Y
+and X, every axis before them (T, Z) is iterated, and instance labels are
+unique across the whole stack (objects are not linked between planes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .devices import resolve_device
+from .errors import InputError
+from .image_input import PreparedImage, plane_statistics, prepare_image
+from .models import ClassSpec, Model, load_model
+from .postprocess import label_instances, probabilities_to_mask
+from .progress import Progress, run
+from .tiling import predict_plane
+
+#: Rescale only when the image's pixel size differs from the model's by more than this.
+RESCALE_TOLERANCE = 0.1
+
+
+@dataclass
+class SegmentationResult:
+    """What :func:`segment` returns.
+
+    Attributes:
+        labels: per class name, a label image with the image's spatial shape:
+            object ids (uint16/uint32) for instance classes, 0/1 (uint8) masks
+            for semantic classes.
+        classes: the :class:`ClassSpec` of each returned class (name, kind, colour).
+        model: ``name@version`` of the model used.
+        device: where the network ran.
+        seconds: wall time.
+        notes: what the user should know (converted RGB, NaNs filled, blank planes).
+    """
+
+    labels: dict[str, np.ndarray]
+    classes: dict[str, ClassSpec]
+    model: str
+    device: str
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def object_counts(self) -> dict[str, int]:
+        """Objects per instance class (number of distinct ids), pixels' presence for masks."""
+        counts = {}
+        for name, labels in self.labels.items():
+            if self.classes[name].kind == "instance":
+                counts[name] = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+            else:
+                counts[name] = int(labels.any())
+        return counts
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary: classes, object counts, seconds, device, settings."""
+        return {
+            "model": self.model,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "classes": {name: {"kind": spec.kind, "color": spec.color}
+                        for name, spec in self.classes.items()},
+            "object_counts": {name: count for name, count in self.object_counts().items()
+                              if self.classes[name].kind == "instance"},
+            "foreground_fraction": {name: float(np.count_nonzero(labels)) / labels.size
+                                    for name, labels in self.labels.items()},
+            "shape": list(next(iter(self.labels.values())).shape) if self.labels else [],
+            "settings": self.settings,
+            "notes": self.notes,
+        }
+
+
+def segment_iter(
+    image: Any,
+    model: Model | str,
+    *,
+    classes: Sequence[str] | None = None,
+    channel_axis: int | None = None,
+    channel_classes: dict[int, Sequence[str]] | None = None,
+    rgb: bool | None = None,
+    pixel_size_nm: float | None = None,
+    tile_size: int | None = None,
+    overlap: float = 0.25,
+    batch_size: int | None = None,
+    tta: bool = False,
+    device: str = "auto",
+    min_size: dict[str, int] | None = None,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment an image tile by tile, yielding progress; returns the labels.
+
+    Args:
+        image: numpy or dask array; see :func:`~napari_organelle.image_input.prepare_image`.
+        model: a loaded :class:`Model` or its name/path.
+        classes: class names to return (default: all the model's classes).
+        channel_axis: axis holding channels, if any.
+        channel_classes: for a one-channel model and a multichannel image,
+            which classes to take from each channel, e.g. ``{0: ["nuclei"],
+            1: ["mitochondria"]}`` (fluorescence: one organelle per dye).
+        rgb: the last axis is RGB; None guesses.
+        pixel_size_nm: the image's pixel size; when known and different from
+            the model's, planes are rescaled to the model's pixel size.
+        tile_size: tile edge (multiple of 32); default from the model card.
+        overlap: fraction of overlap between tiles.
+        batch_size: tiles per forward pass; default 4 on the CPU, 16 on a GPU.
+        tta: average predictions over flips (4x slower, a little more accurate).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        min_size: per class, smallest object kept, in pixels at the image's
+            resolution (default from the card).
+
+    Raises:
+        InputError: the image cannot be segmented as given (the message says why).
+        ModelError: the model cannot be loaded.
+    """
+    started = time.perf_counter()
+    model = load_model(model)
+    card = model.card
+    wanted = list(classes) if classes is not None else card.class_names
+    for name in wanted:
+        card.class_spec(name)  # raises a clear error for unknown classes
+    if not wanted:
+        raise InputError("no classes chosen: pick at least one organelle to segment")
+    tile = int(tile_size or card.tile_size)
+    if tile < 32 or tile % 32:
+        raise InputError(f"tile size must be a multiple of 32 and at least 32, not {tile}")
+    if not 0 <= overlap < 0.9:
+        raise InputError(f"overlap must be between 0 and 0.9, not {overlap}")
+
+    prepared = prepare_image(image, channel_axis=channel_axis, rgb=rgb,
+                             keep_rgb=card.in_channels == 3)
+    jobs = _plan_channel_jobs(prepared, card.in_channels, wanted, channel_classes)
+    scale = _rescale_factor(pixel_size_nm, card.pixel_size_nm)
+    _check_memory(prepared, [card.class_spec(name) for _, names in jobs for name in names])
+
+    torch_device = resolve_device(device)
+    batch = int(batch_size or (4 if torch_device.type == "cpu" else 16))
+    predictor = _BatchPredictor(model, torch_device, tta)
+    specs = {name: card.class_spec(name) for _, names in jobs for name in names}
+    outputs = {name: np.zeros(prepared.output_shape,
+                              dtype=np.uint16 if spec.kind == "instance" else np.uint8)
+               for name, spec in specs.items()}
+    next_ids = dict.fromkeys(specs, 0)
+    notes = list(prepared.notes)
+    sizes = _min_sizes(specs, min_size, scale)
+
+    total_planes = prepared.n_planes * len(jobs)
+    blank_planes = 0
+    done_planes = 0
+    for index in prepared.plane_indices():
+        plane = prepared.plane(index)
+        for channels, names in jobs:
+            raw = plane[channels]
+            lows, highs, nonfinite = plane_statistics(raw, card.normalization.low,
+                                                      card.normalization.high)
+            if np.isnan(lows).any():
+                blank_planes += 1
+                done_planes += 1
+                continue
+            if nonfinite:
+                raw = _fill_nonfinite(raw)
+                _note_once(notes, "NaN or infinite pixels were replaced by the median before "
+                                  "segmenting; they may be mislabelled")
+            lows, highs = _widen_flat_range(raw, lows, highs)
+            if (highs <= lows).all():
+                blank_planes += 1
+                done_planes += 1
+                continue
+            if scale != 1.0:
+                raw = _resize_plane(raw, scale)
+            normalize = _normalizer(lows, highs)
+            output_index = [card.class_names.index(name) for name in names]
+            probabilities = yield from _with_plane_progress(
+                predict_plane(raw, predictor.for_classes(output_index), len(names), tile=tile,
+                              overlap=overlap, batch_size=batch, normalize=normalize),
+                done_planes, total_planes)
+            if scale != 1.0:
+                probabilities = _resize_probabilities(probabilities, prepared.plane_shape)
+            for channel, name in enumerate(names):
+                spec = specs[name]
+                mask = probabilities_to_mask(probabilities[channel], spec.threshold)
+                if spec.kind == "semantic":
+                    outputs[name][index] = mask
+                    continue
+                labels = label_instances(mask, min_size=sizes[name])
+                count = int(labels.max())
+                if count:
+                    outputs[name] = _ensure_capacity(outputs[name], next_ids[name] + count)
+                    target = outputs[name][index]
+                    np.add(labels, next_ids[name], out=target, where=labels > 0,
+                           casting="unsafe")
+                    next_ids[name] += count
+            done_planes += 1
+            yield Progress(done_planes, total_planes, "planes")
+    if blank_planes == total_planes:
+        raise InputError("the image is blank (every pixel has the same value, or none is a "
+                         "number): there is nothing to segment")
+    if blank_planes:
+        notes.append(f"{blank_planes} blank plane(s) were left unlabelled")
+
+    return SegmentationResult(
+        labels=outputs,
+        classes=specs,
+        model=card.full_name,
+        device=str(torch_device),
+        seconds=time.perf_counter() - started,
+        settings={"tile_size": tile, "overlap": overlap, "batch_size": batch, "tta": tta,
+                  "rescale": scale, "pixel_size_nm": pixel_size_nm},
+        notes=notes,
+    )
+
+
+def segment(
+    image: Any,
+    model: Model | str,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **options: Any,
+) -> SegmentationResult:
+    """Segment an image and return one label image per organelle.
+
+    Takes the same options as :func:`segment_iter`, plus a progress callback
+    and a stop flag (raises :class:`~napari_organelle.errors.Cancelled`).
+
+    Examples:
+        >>> from napari_organelle.inference import segment
+        >>> result = segment(image, "em-organelles")  # doctest: +SKIP
+        >>> sorted(result.labels)  # doctest: +SKIP
+        ['cell_boundary', 'mitochondria']
+    """
+    return run(segment_iter(image, model, **options), progress, should_stop)
+
+
+class _BatchPredictor:
+    """Runs the network on numpy batches: device transfer, mixed precision, flips."""
+
+    def __init__(self, model: Model, device: torch.device, tta: bool) -> None:
+        self.network = model.network.to(device).eval()
+        self.device = device
+        self.tta = tta
+        if device.type == "cpu" and torch.get_num_threads() < (os.cpu_count() or 1):
+            torch.set_num_threads(os.cpu_count() or 1)
+
+    def for_classes(self, indices: list[int]) -> Callable[[np.ndarray], np.ndarray]:
+        def predict(batch: np.ndarray) -> np.ndarray:
+            return self(batch)[:, indices]
+
+        return predict
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
+        total = None
+        for dims in flips:
+            flipped = torch.flip(inputs, dims) if dims else inputs
+            with torch.autocast(self.device.type, dtype=torch.float16,
+                                enabled=self.device.type == "cuda"):
+                logits = self.network(flipped)
+            probabilities = torch.sigmoid(logits.float())
+            if dims:
+                probabilities = torch.flip(probabilities, dims)
+            total = probabilities if total is None else total + probabilities
+        return (total / len(flips)).cpu().numpy()
+
+
+def _plan_channel_jobs(prepared: PreparedImage, in_channels: int, wanted: list[str],
+                       channel_classes: dict[int, Sequence[str]] | None
+                       ) -> list[tuple[list[int], list[str]]]:
+    """Which image channels feed the network, and which classes each run returns."""
+    n = prepared.n_channels
+    if channel_classes:
+        if in_channels != 1:
+            raise InputError(f"the model reads {in_channels} channels together; a channel-to-"
+                             "organelle map only applies to one-channel models")
+        jobs, seen = [], set()
+        for channel, names in sorted(channel_classes.items()):
+            if not 0 <= channel < n:
+                raise InputError(f"channel {channel} does not exist; the image has {n} channel(s)")
+            names = [name for name in names if name in wanted] if wanted else list(names)
+            for name in names:
+                if name in seen:
+                    raise InputError(f"{name} is assigned to more than one channel")
+                seen.add(name)
+            if names:
+                jobs.append(([channel], names))
+        if not jobs:
+            raise InputError("no channel is assigned an organelle to segment")
+        return jobs
+    if n == in_channels:
+        return [(list(range(n)), wanted)]
+    if in_channels == 1:
+        raise InputError(f"the image has {n} channels and the model reads one: say which "
+                         "organelle each channel shows")
+    raise InputError(f"the model reads {in_channels} channels but the image has {n}")
+
+
+def _with_plane_progress(work: Generator[Progress, None, np.ndarray], done_planes: int,
+                         total_planes: int) -> Generator[Progress, None, np.ndarray]:
+    """Re-express tile progress as a fraction of the whole job (planes x tiles)."""
+    resolution = 1000
+    try:
+        while True:
+            step = next(work)
+            fraction = (done_planes + step.fraction) / total_planes
+            message = (f"plane {done_planes + 1}/{total_planes}, tile {step.done}/{step.total}"
+                       if total_planes > 1 else f"tile {step.done}/{step.total}")
+            yield Progress(int(fraction * resolution), resolution, message)
+    except StopIteration as finished:
+        return finished.value
+
+
+def _rescale_factor(image_nm: float | None, model_nm: float | None) -> float:
+    if not image_nm or not model_nm:
+        return 1.0
+    if image_nm <= 0 or not np.isfinite(image_nm):
+        raise InputError(f"pixel size must be a positive number of nanometres, not {image_nm}")
+    factor = float(image_nm) / float(model_nm)
+    return 1.0 if abs(factor - 1.0) <= RESCALE_TOLERANCE else factor
+
+
+def _min_sizes(specs: dict[str, ClassSpec], override: dict[str, int] | None,
+               scale: float) -> dict[str, int]:
+    sizes = {}
+    for name, spec in specs.items():
+        if override and name in override:
+            sizes[name] = int(override[name])
+        else:
+            # The card gives pixels at the model's resolution; convert to the image's.
+            sizes[name] = int(round(spec.min_size_px / (scale * scale)))
+    return sizes
+
+
+def _normalizer(lows: np.ndarray, highs: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    offset = lows.astype(np.float32)[:, None, None]
+    span = np.maximum(highs - lows, 1e-6).astype(np.float32)[:, None, None]
+
+    def normalize(raw: np.ndarray) -> np.ndarray:
+        return (raw.astype(np.float32) - offset) / span
+
+    return normalize
+
+
+def _widen_flat_range(raw: np.ndarray, lows: np.ndarray, highs: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse images (a few bright puncta on zero) have equal percentiles: use min and max."""
+    flat = highs <= lows
+    if flat.any():
+        for channel in np.flatnonzero(flat):
+            lows[channel], highs[channel] = float(np.nanmin(raw[channel])), float(np.nanmax(raw[channel]))
+    return lows, highs
+
+
+def _fill_nonfinite(raw: np.ndarray) -> np.ndarray:
+    raw = raw.astype(np.float32, copy=True)
+    for channel in raw:
+        bad = ~np.isfinite(channel)
+        if bad.any():
+            channel[bad] = np.median(channel[~bad]) if (~bad).any() else 0.0
+    return raw
+
+
+def _note_once(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
+def _resize_plane(raw: np.ndarray, scale: float) -> np.ndarray:
+    from skimage.transform import resize
+
+    height, width = raw.shape[-2:]
+    new_shape = (raw.shape[0], max(32, int(round(height * scale))), max(32, int(round(width * scale))))
+    return resize(raw.astype(np.float32), new_shape, order=1, anti_aliasing=scale < 1,
+                  preserve_range=True).astype(np.float32)
+
+
+def _resize_probabilities(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from skimage.transform import resize
+
+    resized = np.empty((probabilities.shape[0], *shape), dtype=np.uint8)
+    for channel, values in enumerate(probabilities):
+        resized[channel] = np.clip(resize(values.astype(np.float32), shape, order=1,
+                                          preserve_range=True) + 0.5, 0, 255).astype(np.uint8)
+    return resized
+
+
+def _ensure_capacity(labels: np.ndarray, largest_id: int) -> np.ndarray:
+    if largest_id > np.iinfo(labels.dtype).max:
+        return labels.astype(np.uint32)
+    return labels
+
+
+def _check_memory(prepared: PreparedImage, specs: list[ClassSpec]) -> None:
+    """Refuse, before starting, an image whose outputs cannot fit in memory."""
+    pixels = int(np.prod(prepared.output_shape, dtype=np.int64))
+    plane_pixels = prepared.plane_shape[0] * prepared.plane_shape[1]
+    needed = sum(2 if spec.kind == "instance" else 1 for spec in specs) * pixels
+    # Per plane: 8-bit probabilities per class, the raw plane, and labelling scratch space.
+    needed += plane_pixels * (len(specs) + 4 + 4 * prepared.n_channels)
+    available = _available_memory()
+    if available and needed > 0.9 * available:
+        raise InputError(
+            f"segmenting this image needs about {needed / 1e9:.1f} GB of memory and "
+            f"{available / 1e9:.1f} GB are free; segment fewer classes, a crop, or fewer planes")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None

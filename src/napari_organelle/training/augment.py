@@ -1,0 +1,133 @@
+"""Batch augmentation on tensors: what varies between microscopes and samples.
+
+Geometry (scale jitter for pixel-size differences, any rotation, flips) is one
+affine resampling per batch with ``grid_sample``, so it costs the same on a
+CPU or a GPU. Intensity changes mimic staining, exposure, detector noise and
+focus: contrast, brightness, gamma, Gaussian noise, blur.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .datasets import IGNORE, TrainingImage
+
+
+@dataclass
+class AugmentSettings:
+    """Ranges of each augmentation; a probability of 0 turns one off."""
+
+    scale: tuple[float, float] = (0.75, 1.33)
+    rotate: bool = True
+    flip: bool = True
+    contrast: tuple[float, float] = (0.6, 1.5)
+    brightness: float = 0.2
+    gamma: tuple[float, float] = (0.7, 1.5)
+    gamma_probability: float = 0.3
+    noise_sigma: tuple[float, float] = (0.0, 0.08)
+    noise_probability: float = 0.5
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    blur_probability: float = 0.25
+    invert_probability: float = 0.0
+
+
+def sample_batch(
+    images: Sequence[TrainingImage],
+    batch_size: int,
+    crop: int,
+    rng: np.random.Generator,
+    settings: AugmentSettings,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random augmented crops: ``(B, 1, crop, crop)`` images and ``(B, K, crop, crop)`` targets.
+
+    Images are drawn with probability proportional to ``weight x area``, so big
+    images and favoured sets are seen more often.
+    """
+    weights = np.array([item.weight * item.image.size for item in images], dtype=np.float64)
+    picks = rng.choice(len(images), size=batch_size, p=weights / weights.sum())
+    # Cut a window big enough that any rotation and zoom-out stays inside it.
+    window = int(math.ceil(crop * math.sqrt(2) * settings.scale[1])) + 2
+    image_windows, target_windows = [], []
+    for index in picks:
+        item = images[index]
+        image, target = _window(item.image, item.target, window, rng)
+        image_windows.append(image)
+        target_windows.append(target)
+    image_batch = torch.from_numpy(np.stack(image_windows)[:, None])
+    target_batch = torch.from_numpy(np.stack(target_windows))
+    image_batch, target_batch = _affine(image_batch, target_batch, crop, window, rng, settings)
+    image_batch = _intensity(image_batch, rng, settings)
+    return image_batch, target_batch
+
+
+def _window(image: np.ndarray, target: np.ndarray, size: int, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    height, width = image.shape
+    y = int(rng.integers(0, height)) - size // 2
+    x = int(rng.integers(0, width)) - size // 2
+    pad = ((max(0, -y), max(0, y + size - height)), (max(0, -x), max(0, x + size - width)))
+    ys, xs = slice(max(0, y), min(height, y + size)), slice(max(0, x), min(width, x + size))
+    image_part, target_part = image[ys, xs], target[:, ys, xs]
+    if any(p for pair in pad for p in pair):
+        image_part = np.pad(image_part, pad, mode="reflect" if min(image.shape) > size else "symmetric")
+        # Reflected context is fine for the input, but it is not annotated data.
+        target_part = np.pad(target_part, ((0, 0), *pad), mode="constant", constant_values=IGNORE)
+    return image_part, target_part
+
+
+def _affine(images: torch.Tensor, targets: torch.Tensor, crop: int, window: int,
+            rng: np.random.Generator, settings: AugmentSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = images.shape[0]
+    thetas = []
+    for _ in range(batch):
+        scale = math.exp(rng.uniform(math.log(settings.scale[0]), math.log(settings.scale[1])))
+        angle = rng.uniform(0, 2 * math.pi) if settings.rotate else 0.0
+        flip = -1.0 if settings.flip and rng.random() < 0.5 else 1.0
+        zoom = scale * crop / window  # output spans crop*scale input pixels
+        cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
+        thetas.append([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]])
+    theta = torch.tensor(thetas, dtype=torch.float32)
+    grid = F.affine_grid(theta, [batch, 1, crop, crop], align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                           align_corners=False)
+    targets = F.grid_sample(targets.float(), grid, mode="nearest", padding_mode="zeros",
+                            align_corners=False).to(torch.uint8)
+    return images, targets
+
+
+def _intensity(images: torch.Tensor, rng: np.random.Generator, settings: AugmentSettings
+               ) -> torch.Tensor:
+    out = []
+    for image in images:
+        mean = image.mean()
+        image = (image - mean) * rng.uniform(*settings.contrast) + mean
+        image = image + rng.uniform(-settings.brightness, settings.brightness)
+        if rng.random() < settings.gamma_probability:
+            low, high = image.min(), image.max()
+            span = (high - low).clamp_min(1e-6)
+            image = ((image - low) / span) ** rng.uniform(*settings.gamma) * span + low
+        if rng.random() < settings.invert_probability:
+            image = 1.0 - image
+        if rng.random() < settings.blur_probability:
+            image = _blur(image, rng.uniform(*settings.blur_sigma))
+        if rng.random() < settings.noise_probability:
+            image = image + torch.randn_like(image) * rng.uniform(*settings.noise_sigma)
+        out.append(image)
+    return torch.stack(out)
+
+
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    axis = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (axis / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    padded = F.pad(image[None], (radius, radius, radius, radius), mode="reflect")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1))
+    return blurred[0]

@@ -1,0 +1,398 @@
+"""Train or fine-tune a model: a generator that yields live figures and keeps the best weights.
+
+The loop is written once for every use: rebuilding a bundled model from its
+recipe, fine-tuning on an annotator's corrections from the CLI, and the Train
+dock widget (which runs this generator in a worker thread and plots what it
+yields). Validation is on whole held-out images, never on tiles of training
+images; the best checkpoint by mean validation Dice is what is kept, so a
+cancelled or early-stopped run still leaves its best model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..devices import resolve_device
+from ..errors import InputError
+from ..metrics import MetricAccumulator
+from ..models import ClassSpec, Model, ModelCard, build_network, load_model, save_model
+from ..progress import Progress
+from ..tiling import predict_plane
+from .augment import AugmentSettings, sample_batch
+from .datasets import IGNORE, DatasetSpec, TrainingImage, load_dataset, split_by_image
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved with the model as its recipe).
+
+    Attributes:
+        out: folder that receives ``best/`` (the kept model) and ``last/`` (for resuming).
+        card: card of the model to create (new training) — or None with ``base``.
+        base: model to fine-tune (name, name@version or path).
+        add_classes: classes to add to the base model (new output channels).
+        datasets: data sets in the shared layout.
+        images: extra in-memory training images (simulated data, corrections).
+        val_images: explicit validation images (else split from ``datasets``).
+        val_fraction: share of each set's images held out for validation.
+        iterations: optimizer steps (``None``: until ``minutes`` run out).
+        minutes: wall-time budget (``None``: until ``iterations`` are done).
+        batch_size, crop: crops per step and their edge (model pixels).
+        learning_rate, weight_decay: AdamW settings (peak LR of a warm-up + cosine schedule).
+        validate_every: steps between validations.
+        patience: validations without improvement before stopping early (0: never).
+        seed: makes sampling, augmentation and initialisation repeatable.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        threads: CPU threads for torch (0: leave torch's default).
+        augment: augmentation ranges.
+        resume: continue from ``out/last`` if it exists.
+    """
+
+    out: Path
+    card: ModelCard | None = None
+    base: str | None = None
+    add_classes: list[ClassSpec] = field(default_factory=list)
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    images: list[TrainingImage] = field(default_factory=list)
+    val_images: list[TrainingImage] = field(default_factory=list)
+    val_fraction: float = 0.2
+    iterations: int | None = 1000
+    minutes: float | None = None
+    batch_size: int = 8
+    crop: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    validate_every: int = 100
+    patience: int = 0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    resume: bool = False
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings as JSON-ready data, for the model card."""
+        return {
+            "base": self.base,
+            "add_classes": [asdict(spec) for spec in self.add_classes],
+            "datasets": [{"path": Path(spec.path).name, "split": spec.split,
+                          "class_map": spec.class_map, "weight": spec.weight}
+                         for spec in self.datasets],
+            "extra_images": len(self.images),
+            "val_fraction": self.val_fraction, "iterations": self.iterations,
+            "minutes": self.minutes, "batch_size": self.batch_size, "crop": self.crop,
+            "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
+            "validate_every": self.validate_every, "patience": self.patience,
+            "seed": self.seed, "augment": asdict(self.augment),
+        }
+
+
+@dataclass
+class TrainResult:
+    """What a run leaves behind.
+
+    Attributes:
+        model_dir: folder of the best model (``out/best``).
+        card: its card (with validation metrics and recipe).
+        history: one dict per logged step (``step``, ``loss``, ``lr``, and
+            ``val`` per-class Dice at validation steps).
+        before: validation Dice per class of the starting model (fine-tuning).
+        after: validation Dice per class of the kept model.
+        stopped: ``finished``, ``early-stopped``, ``time-budget`` or ``cancelled``.
+    """
+
+    model_dir: Path
+    card: ModelCard
+    history: list[dict[str, Any]]
+    before: dict[str, float]
+    after: dict[str, float]
+    stopped: str
+
+
+def masked_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice per class, over valid pixels only.
+
+    ``target`` holds 0/1 and :data:`IGNORE`; ignored pixels (unannotated
+    classes, unreviewed regions) contribute nothing, so they never teach
+    background.
+    """
+    valid = target != IGNORE
+    truth = (target == 1).float()
+    weight = valid.float()
+    n_valid = weight.sum()
+    if n_valid == 0:
+        return logits.sum() * 0.0
+    bce = F.binary_cross_entropy_with_logits(logits, truth, weight=weight, reduction="sum") / n_valid
+    probability = torch.sigmoid(logits) * weight
+    dims = (0, 2, 3)
+    intersection = (probability * truth).sum(dims)
+    denominator = probability.sum(dims) + (truth * weight).sum(dims)
+    has_pixels = weight.sum(dims) > 0
+    dice = (2 * intersection + 1.0) / (denominator + 1.0)
+    dice_loss = (1 - dice[has_pixels]).mean() if has_pixels.any() else bce * 0.0
+    return bce + dice_loss
+
+
+def validate(network: torch.nn.Module, images: Sequence[TrainingImage], class_names: Sequence[str],
+             device: torch.device, tile: int = 256) -> dict[str, float]:
+    """Pixel Dice per class over whole validation images (summed counts), NaN where unannotated."""
+    network.eval()
+    accumulator = MetricAccumulator()
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(network(torch.from_numpy(batch).to(device)).float()).cpu().numpy()
+
+    for item in images:
+        work = predict_plane(item.image[None], predict, len(class_names), tile=tile, overlap=0.25)
+        try:
+            while True:
+                next(work)
+        except StopIteration as finished:
+            probabilities = finished.value
+        for channel, name in enumerate(class_names):
+            target = item.target[channel]
+            ignore = target == IGNORE
+            if ignore.all():
+                continue
+            accumulator.add(name, probabilities[channel] >= 128, target == 1, ignore)
+    network.train()
+    return {name: accumulator[name].dice if name in accumulator.classes else float("nan")
+            for name in class_names}
+
+
+def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
+    """Train as configured; yields a :class:`Progress` per logged step, returns a :class:`TrainResult`.
+
+    Each progress carries ``data`` with ``step``, ``loss``, ``lr`` and, after a
+    validation, ``val`` (Dice per class) and ``best`` (best mean Dice so far).
+    Closing the generator (cancel) keeps the best model saved so far.
+    """
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    card, network, parent = _starting_model(config)
+    class_names = card.class_names
+    yield Progress(0, 1, "loading data")
+    train_images, val_images = _gather_images(config, card)
+    if not train_images:
+        raise InputError("no training images: give at least one data set or correction")
+    network.to(device).train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    step, best_score, history = 0, -1.0, []
+    last_dir, best_dir = out / "last", out / "best"
+    if config.resume and (last_dir / STATE_FILE).exists():
+        step, best_score, history = _restore(last_dir, network, optimizer, device)
+        rng = np.random.default_rng(config.seed + step)
+
+    before: dict[str, float] = {}
+    if parent is not None and val_images:
+        before = validate(network, val_images, class_names, device)
+    stale, stopped = 0, "finished"
+    total = config.iterations or 0
+    deadline = started + 60 * config.minutes if config.minutes else None
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    window_loss: list[float] = []
+
+    while True:
+        if config.iterations is not None and step >= config.iterations:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            stopped = "time-budget"
+            break
+        images, targets = sample_batch(train_images, config.batch_size, config.crop, rng,
+                                       config.augment)
+        images, targets = images.to(device), targets.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step, started, deadline)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = network(images)
+        loss = masked_loss(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        step += 1
+        window_loss.append(float(loss.detach()))
+        record: dict[str, Any] = {"step": step, "loss": float(np.mean(window_loss[-20:])),
+                                  "lr": optimizer.param_groups[0]["lr"],
+                                  "seconds": round(time.perf_counter() - started, 1)}
+        validation_due = (step % config.validate_every == 0
+                          or (config.iterations is not None and step == config.iterations))
+        if validation_due and val_images:
+            scores = validate(network, val_images, class_names, device)
+            record["val"] = scores
+            mean = _mean_score(scores)
+            if mean > best_score:
+                best_score, stale = mean, 0
+                _save(card, network, best_dir, config, history + [record], scores, parent)
+            else:
+                stale += 1
+            record["best"] = best_score
+            _checkpoint(last_dir, card, network, optimizer, step, best_score, history + [record],
+                        config, parent)
+        elif validation_due or (not val_images and step % config.validate_every == 0):
+            _save(card, network, best_dir, config, history + [record], {}, parent)
+            _checkpoint(last_dir, card, network, optimizer, step, best_score, history + [record],
+                        config, parent)
+        history.append(record)
+        fraction_total = total or (int(60 * config.minutes) if config.minutes else 0)
+        done = step if total else int(time.perf_counter() - started)
+        yield Progress(done, fraction_total, f"step {step}, loss {record['loss']:.3f}", record)
+        if config.patience and stale >= config.patience:
+            stopped = "early-stopped"
+            break
+
+    if not (best_dir / "card.json").exists():
+        scores = validate(network, val_images, class_names, device) if val_images else {}
+        _save(card, network, best_dir, config, history, scores, parent)
+    kept = load_model(best_dir)
+    after = {k: v for k, v in kept.card.metrics.get("validation", {}).items()}
+    return TrainResult(best_dir, kept.card, history, before, after, stopped)
+
+
+def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Run :func:`train_iter` to the end (or until ``should_stop``), keeping the best model."""
+    work = train_iter(config)
+    try:
+        while True:
+            report = next(work)
+            if progress:
+                progress(report)
+            if should_stop and should_stop():
+                work.close()
+                best = Path(config.out) / "best"
+                kept = load_model(best)
+                return TrainResult(best, kept.card, [], {}, kept.card.metrics.get("validation", {}),
+                                   "cancelled")
+    except StopIteration as finished:
+        return finished.value
+
+
+def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, str | None]:
+    if config.base is None:
+        if config.card is None:
+            raise InputError("give a base model to fine-tune or a card for a new model")
+        return config.card, build_network(config.card), None
+    base = load_model(config.base)
+    card = ModelCard.from_dict(json.loads(json.dumps(base.card.to_dict())))
+    known = set(card.class_names)
+    new = [spec for spec in config.add_classes if spec.name not in known]
+    card.classes = card.classes + new
+    card.parent = base.card.full_name
+    card.metrics = {}
+    if config.card is not None:
+        card.name, card.version = config.card.name, config.card.version
+    network = build_network(card)
+    _copy_weights(base.network, network, len(base.card.classes))
+    return card, network, base.card.full_name
+
+
+def _copy_weights(source: torch.nn.Module, target: torch.nn.Module, n_old: int) -> None:
+    """Copy a base network into one with more output classes; old classes keep their head rows."""
+    source_state = source.state_dict()
+    target_state = target.state_dict()
+    for key, value in source_state.items():
+        if key not in target_state:
+            continue
+        if target_state[key].shape == value.shape:
+            target_state[key] = value.clone()
+        elif key.startswith("segmentation_head") and value.shape[0] == n_old:
+            target_state[key][:n_old] = value
+    target.load_state_dict(target_state)
+
+
+def _gather_images(config: TrainConfig, card: ModelCard
+                   ) -> tuple[list[TrainingImage], list[TrainingImage]]:
+    loaded: list[TrainingImage] = []
+    low, high = card.normalization.low, card.normalization.high
+    for spec in config.datasets:
+        loaded.extend(load_dataset(spec, card.class_names, card.pixel_size_nm, (low, high)))
+    train_images, val_images = split_by_image(loaded, config.val_fraction, config.seed)
+    train_images = train_images + list(config.images)
+    val_images = val_images + list(config.val_images)
+    return train_images, val_images
+
+
+def _learning_rate(config: TrainConfig, step: int, started: float, deadline: float | None) -> float:
+    # Whichever budget binds first (steps or minutes) drives the schedule to its end.
+    progress = 0.0
+    if config.iterations:
+        progress = step / config.iterations
+    if deadline:
+        progress = max(progress, (time.perf_counter() - started) / (deadline - started))
+    warmup = 0.03
+    if progress < warmup:
+        return config.learning_rate * (0.1 + 0.9 * progress / warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+    return config.learning_rate * (0.01 + 0.99 * cosine)
+
+
+def _mean_score(scores: dict[str, float]) -> float:
+    values = [v for v in scores.values() if not math.isnan(v)]
+    return float(np.mean(values)) if values else 0.0
+
+
+def _save(card: ModelCard, network: torch.nn.Module, folder: Path, config: TrainConfig,
+          history: list[dict[str, Any]], scores: dict[str, float], parent: str | None) -> None:
+    card.parent = parent
+    card.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    card.recipe = config.recipe()
+    card.metrics = dict(card.metrics)
+    card.metrics["validation"] = {k: round(v, 4) for k, v in scores.items() if not math.isnan(v)}
+    card.extra["training_curve"] = _curve_summary(history)
+    save_model((card, network), folder)
+
+
+def _curve_summary(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most 50 points of the curve, plus every validation, for the card."""
+    keep = max(1, len(history) // 50)
+    points = [h for i, h in enumerate(history) if i % keep == 0 or "val" in h]
+    return [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
+            for h in points]
+
+
+def _checkpoint(folder: Path, card: ModelCard, network: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, step: int, best: float,
+                history: list[dict[str, Any]], config: TrainConfig, parent: str | None) -> None:
+    _save(card, network, folder, config, history, {}, parent)
+    temporary = folder / (STATE_FILE + ".tmp")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best,
+                "history": json.dumps(history)}, temporary)
+    temporary.replace(folder / STATE_FILE)
+
+
+def _restore(folder: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             device: torch.device) -> tuple[int, float, list[dict[str, Any]]]:
+    weights = load_model(folder).network.state_dict()
+    network.load_state_dict(weights)
+    network.to(device)
+    state = torch.load(folder / STATE_FILE, map_location=device, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), float(state["best"]), json.loads(state["history"])

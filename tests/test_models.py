@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_organelle.errors import ModelError
+from napari_organelle.models import (
+    ClassSpec,
+    ModelCard,
+    build_network,
+    clear_cache,
+    list_models,
+    load_model,
+    save_model,
+)
+from napari_organelle.models.io import CARD_FILE, WEIGHTS_FILE
+
+from ._models import make_tiny_model, tiny_card
+
+
+def test_save_and_load_round_trip_gives_same_predictions(tmp_path):
+    card = tiny_card()
+    network = build_network(card).eval()
+    save_model((card, network), tmp_path / "m", half_precision=False)
+    loaded = load_model(tmp_path / "m")
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(network(x).numpy(), loaded.network(x).numpy(), atol=1e-5)
+    assert loaded.card.class_names == ["mitochondria", "membranes"]
+    assert loaded.card.classes[0].kind == "instance"
+    assert loaded.card.classes[0].color == "#ff7f0e"  # default organelle colour
+
+
+def test_half_precision_file_is_half_the_size_and_close(tmp_path):
+    card = tiny_card()
+    network = build_network(card).eval()
+    save_model((card, network), tmp_path / "full", half_precision=False)
+    save_model((card, network), tmp_path / "half")
+    full = (tmp_path / "full" / WEIGHTS_FILE).stat().st_size
+    half = (tmp_path / "half" / WEIGHTS_FILE).stat().st_size
+    assert half < 0.6 * full
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        diff = (network(x) - load_model(tmp_path / "half").network(x)).abs().max()
+    assert diff < 0.05
+
+
+def test_load_caches_the_same_object(tmp_path):
+    make_tiny_model(tmp_path / "m")
+    clear_cache()
+    assert load_model(tmp_path / "m") is load_model(tmp_path / "m")
+
+
+def test_corrupt_weights_give_a_clear_error(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    (folder / WEIGHTS_FILE).write_bytes(b"\x00garbage, not safetensors" * 10)
+    with pytest.raises(ModelError, match="corrupt or not a safetensors file"):
+        load_model(folder)
+
+
+def test_pickle_file_is_refused_not_executed(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    torch.save({"weight": torch.zeros(3)}, folder / WEIGHTS_FILE)  # a pickle archive
+    with pytest.raises(ModelError, match="corrupt or not a safetensors"):
+        load_model(folder)
+
+
+def test_card_that_does_not_match_weights_is_rejected(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["classes"].append({"name": "er", "kind": "semantic"})
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="does not match its weights"):
+        load_model(folder)
+
+
+def test_card_validation_messages(tmp_path):
+    with pytest.raises(ModelError, match="lacks"):
+        ModelCard.from_dict({"name": "x"})
+    with pytest.raises(ModelError, match="kind must be"):
+        ClassSpec("er", kind="blob")
+    data = tiny_card().to_dict()
+    data["schema_version"] = 99
+    with pytest.raises(ModelError, match="newer"):
+        ModelCard.from_dict(data)
+    (tmp_path / "card.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        ModelCard.load(tmp_path / "card.json")
+
+
+def test_models_are_listed_and_found_by_name_and_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(tmp_path))
+    make_tiny_model(tmp_path / "models" / "tiny-em" / "0")
+    names = [m.full_name for m in list_models() if not m.bundled]
+    assert names == ["tiny-em@0"]
+    assert load_model("tiny-em@0").card.name == "tiny-em"
+    assert load_model("tiny-em").path == tmp_path / "models" / "tiny-em" / "0"
+    with pytest.raises(ModelError, match="no model called 'nope'"):
+        load_model("nope")
+
+
+def test_bundled_models_load_and_fit_the_size_limit():
+    bundled = [m for m in list_models() if m.bundled]
+    for info in bundled:
+        assert (info.path / WEIGHTS_FILE).stat().st_size <= 20 * 1024 * 1024
+        model = load_model(info.path)
+        assert model.card.training_data, "a bundled model must list its training data"
+        assert all(entry.get("licence") for entry in model.card.training_data)
