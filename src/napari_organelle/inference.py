@@ -10,7 +10,6 @@ unique across the whole stack (objects are not linked between planes).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -248,8 +247,6 @@ class _BatchPredictor:
         self.network = model.network.to(device).eval()
         self.device = device
         self.tta = tta
-        if device.type == "cpu" and torch.get_num_threads() < (os.cpu_count() or 1):
-            torch.set_num_threads(os.cpu_count() or 1)
 
     def for_classes(self, indices: list[int]) -> Callable[[np.ndarray], np.ndarray]:
         def predict(batch: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 #: Split a component only where its neck is narrower than this fraction of its
 #: widest point; elongated mitochondria have a flat distance ridge and stay whole.
-NECK_RATIO = 0.7
+NECK_RATIO = 0.5
 
 
 def probabilities_to_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:

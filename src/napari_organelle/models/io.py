@@ -50,8 +50,11 @@ def build_network(card: ModelCard) -> torch.nn.Module:
         >>> sum(p.numel() for p in net.parameters()) > 0
         True
     """
+    from .._compat import avoid_llvm_clash
+
     # smp imports huggingface_hub; make sure nothing can ever reach a hub from here.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    avoid_llvm_clash()  # smp imports torchvision -> torch._dynamo -> triton
     import segmentation_models_pytorch as smp
 
     try:

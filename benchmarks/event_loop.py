@@ -1,0 +1,90 @@
+"""Longest stall of napari's event loop while the Segment widget works.
+
+A QTimer fires every 10 ms in a real napari viewer; while the widget segments
+an image in its worker thread, the gaps between timer ticks are recorded. A gap
+much longer than 10 ms means the main thread was blocked (by work that should
+be in the worker, or by adding layers). Goal: longest gap under 100 ms.
+
+Needs a display: run under Xvfb::
+
+    xvfb-run -a -s "-screen 0 1280x1024x24" python benchmarks/event_loop.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=2048, help="image edge in pixels")
+    parser.add_argument("--model", default=None, help="model name or folder (default: bundled EM)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "event_loop.json")
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_organelle._widgets.segment import SegmentWidget
+    from napari_organelle.models import default_model_name, list_models
+
+    model_name = args.model or default_model_name("em")
+    if model_name is None:
+        raise SystemExit("no EM model installed; pass --model")
+    rng = np.random.default_rng(0)
+    image = (rng.normal(128, 30, (args.size, args.size))).clip(0, 255).astype(np.uint8)
+
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(image, name="image", scale=(0.005, 0.005))
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    target = next(info for info in list_models() if info.name == model_name
+                  or str(info.path) == str(model_name))
+    widget.model_combo.value = target
+    app = QApplication.instance()
+    for _ in range(20):  # let the window settle before measuring
+        app.processEvents()
+        time.sleep(0.01)
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    started = time.perf_counter()
+    widget.run()
+    while widget.running or time.perf_counter() - started < 0.5:
+        app.processEvents()
+        time.sleep(0.001)
+    for _ in range(30):  # layers are added at the end: keep measuring through that
+        app.processEvents()
+        time.sleep(0.01)
+    timer.stop()
+    seconds = time.perf_counter() - started
+    gaps = np.diff(ticks) * 1000 if len(ticks) > 1 else np.array([seconds * 1000])
+    report = {
+        "image": f"{args.size}x{args.size}", "model": str(model_name), "seconds": seconds,
+        "ticks": len(ticks), "longest_gap_ms": float(gaps.max()),
+        "p99_gap_ms": float(np.percentile(gaps, 99)), "median_gap_ms": float(np.median(gaps)),
+        "layers_added": [layer.name for layer in viewer.layers if layer.name != "image"],
+        "goal_ms": 100,
+    }
+    print(f"segmented {report['image']} in {seconds:.1f} s; event-loop gaps: median "
+          f"{report['median_gap_ms']:.0f} ms, p99 {report['p99_gap_ms']:.0f} ms, longest "
+          f"{report['longest_gap_ms']:.0f} ms (goal < 100 ms)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {args.out}")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""GUI tests of the Segment dock widget, in a real napari viewer.
+
+Run under a virtual display::
+
+    xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest tests/test_widget_segment.py
+
+The models are tiny networks with random weights, so what they segment is
+meaningless; the tests check what the widget does with it: layers, names,
+placement, updates, cancellation, messages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from napari.layers import Labels
+from napari.utils.notifications import ErrorNotification, Notification, notification_manager
+from napari.utils.progress import progress
+from qtpy.QtCore import QTimer
+
+from napari_organelle._widgets._common import METADATA_KEY, TaskControls, find_result_layers
+from napari_organelle._widgets.segment import SegmentWidget
+from napari_organelle.errors import InputError
+from napari_organelle.models import ClassSpec, ModelCard, build_network, save_model
+from napari_organelle.progress import Progress
+
+pytestmark = pytest.mark.gui
+
+if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
+    # Qt would abort the whole test session without a display
+    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
+
+RUN_TIMEOUT_MS = 60_000
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+def tiny_card(name: str, modality: str, classes: list[ClassSpec]) -> ModelCard:
+    """A card for a small, fast U-Net (random weights are enough for GUI tests)."""
+    return ModelCard(name=name, version="0", architecture="Unet", encoder="resnet18",
+                     in_channels=1, modality=modality, classes=classes,
+                     arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+                     tile_size=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A napari-organelle home with two tiny models, laid out as user models.
+
+    ``<home>/models/tiny-em/0`` (EM: mitochondria as objects, membranes as a
+    mask) and ``<home>/models/tiny-fluo/0`` (fluorescence: nuclei, mitochondria).
+    """
+    home = tmp_path_factory.mktemp("organelle-home")
+    em = tiny_card("tiny-em", "em", [ClassSpec("mitochondria", "instance", min_size_px=10),
+                                     ClassSpec("membranes", "semantic")])
+    fluo = tiny_card("tiny-fluo", "fluorescence", [ClassSpec("nuclei", "instance"),
+                                                   ClassSpec("mitochondria", "semantic")])
+    for card in (em, fluo):
+        save_model((card, build_network(card)), home / "models" / card.name / card.version)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def organelle_home(tiny_model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test sees the tiny models, never the user's own."""
+    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(tiny_model_home))
+    return tiny_model_home
+
+
+@pytest.fixture
+def notifications() -> Iterator[list[Notification]]:
+    """Every napari notification shown during the test."""
+    shown: list[Notification] = []
+
+    def record(notification: Notification) -> None:
+        shown.append(notification)
+
+    notification_manager.notification_ready.connect(record)
+    yield shown
+    notification_manager.notification_ready.disconnect(record)
+
+
+def messages(shown: list[Notification], severity: str) -> list[str]:
+    return [str(n.message) for n in shown if n.severity == severity]
+
+
+def assert_no_traceback(shown: list[Notification]) -> None:
+    """No notification came from an unhandled exception (napari's traceback dialog)."""
+    assert not [n for n in shown if isinstance(n, ErrorNotification)]
+
+
+def cells_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Bright round blobs on a noisy background, uint16."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(1000, 50, shape)
+    yy, xx = np.mgrid[:shape[-2], :shape[-1]]
+    for _ in range(8):
+        y, x = rng.uniform(0, shape[-2]), rng.uniform(0, shape[-1])
+        image[..., (yy - y) ** 2 + (xx - x) ** 2 < rng.uniform(30, 120)] += 2000
+    return image.clip(0, 65535).astype(np.uint16)
+
+
+def make_widget(viewer) -> SegmentWidget:
+    """A Segment widget docked in ``viewer`` (so closing the viewer deletes it)."""
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    return widget
+
+
+def choose_model(widget: SegmentWidget, name: str) -> None:
+    widget.model_combo.value = next(info for info in widget.model_combo.choices
+                                    if info.name == name)
+
+
+def run_and_wait(qtbot, widget: SegmentWidget) -> None:
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+
+
+def labels_names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers if isinstance(layer, Labels)]
+
+
+# ---------------------------------------------------------------------- segmenting
+
+
+def test_one_labels_layer_per_organelle_placed_over_the_image(make_napari_viewer, qtbot,
+                                                               notifications):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(cells_image((128, 160)), name="em", scale=(4.0, 5.0),
+                             translate=(10.0, -5.0))
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    widget.image_combo.value = image
+
+    run_and_wait(qtbot, widget)
+
+    assert widget.controls.last_error is None
+    assert labels_names(viewer) == ["mitochondria", "membranes"]
+    mitochondria, membranes = viewer.layers["mitochondria"], viewer.layers["membranes"]
+    assert mitochondria.data.dtype == np.uint16 and membranes.data.dtype == np.uint8
+    for layer in (mitochondria, membranes):
+        assert layer.data.shape == (128, 160)
+        np.testing.assert_array_equal(layer.scale, image.scale)
+        np.testing.assert_array_equal(layer.translate, image.translate)
+    assert mitochondria.metadata[METADATA_KEY] == {
+        "source": "em", "class": "mitochondria", "kind": "instance", "run": 1,
+        "model": "tiny-em@0"}
+    assert set(np.unique(membranes.data)) <= {0, 1}
+    np.testing.assert_allclose(membranes.colormap.map(1), [23 / 255, 190 / 255, 207 / 255, 1],
+                               atol=0.01)  # the class colour, #17becf
+    assert sorted(widget.last_result.labels) == ["membranes", "mitochondria"]
+    assert widget.last_layers == [mitochondria, membranes]
+    assert widget.status_label.value.startswith("Done in")
+    assert widget.progress_bar.value == widget.progress_bar.max
+    assert_no_traceback(notifications)
+
+
+def test_plugin_widget_from_the_manifest_segments(make_napari_viewer, qtbot, recwarn):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((96, 128)), name="em")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-organelle", "Segment")
+    assert isinstance(widget, SegmentWidget)
+    choose_model(widget, "tiny-em")
+    widget.class_checkboxes["membranes"].value = False
+
+    run_and_wait(qtbot, widget)
+
+    assert labels_names(viewer) == ["mitochondria"]
+    assert viewer.layers["mitochondria"].data.shape == (96, 128)
+    # napari hands plugins a proxy that warns on private attribute access
+    assert not [w for w in recwarn if "Private attribute" in str(w.message)]
+
+
+def test_running_again_updates_the_layers_undoably(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((128, 128)), name="em")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    run_and_wait(qtbot, widget)
+    mitochondria = viewer.layers["mitochondria"]
+    segmented = mitochondria.data.copy()
+
+    # a manual correction, then a new run: the run overwrites it as one undo step
+    mitochondria.paint((5, 5), new_label=999)
+    corrected = mitochondria.data.copy()
+    viewer.layers["membranes"].name = "my membranes"  # found by its tag, not its name
+    run_and_wait(qtbot, widget)
+
+    assert labels_names(viewer) == ["mitochondria", "my membranes"]
+    assert viewer.layers["mitochondria"] is mitochondria
+    assert mitochondria.metadata[METADATA_KEY]["run"] == 2
+    np.testing.assert_array_equal(mitochondria.data, segmented)
+    mitochondria.undo()
+    np.testing.assert_array_equal(mitochondria.data, corrected)
+
+    widget.keep_previous_check.value = True
+    run_and_wait(qtbot, widget)
+
+    assert labels_names(viewer) == ["mitochondria", "my membranes", "mitochondria [run 3]",
+                                    "membranes [run 3]"]
+    assert [layer.name for layer in find_result_layers(viewer, class_name="mitochondria")] == [
+        "mitochondria", "mitochondria [run 3]"]
+
+
+def test_each_image_gets_its_own_named_layers(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    first = viewer.add_image(cells_image((96, 96), seed=1), name="cell 1")
+    second = viewer.add_image(cells_image((96, 96), seed=2), name="cell 2")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    widget.class_checkboxes["membranes"].value = False
+
+    for image in (first, second, first):
+        widget.image_combo.value = image
+        run_and_wait(qtbot, widget)
+
+    assert labels_names(viewer) == ["mitochondria", "mitochondria (cell 2)"]
+    assert viewer.layers["mitochondria"].metadata[METADATA_KEY]["source"] == "cell 1"
+    assert viewer.layers["mitochondria (cell 2)"].metadata[METADATA_KEY]["source"] == "cell 2"
+
+
+def test_a_stack_gives_a_stack_of_labels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = viewer.add_image(cells_image((3, 96, 96)), name="stack", scale=(50.0, 8.0, 8.0))
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+
+    run_and_wait(qtbot, widget)
+
+    for name in ("mitochondria", "membranes"):
+        layer = viewer.layers[name]
+        assert layer.data.shape == (3, 96, 96)
+        np.testing.assert_array_equal(layer.scale, stack.scale)
+    # instance ids are unique across the stack
+    ids = [set(np.unique(plane)) - {0} for plane in viewer.layers["mitochondria"].data]
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])
+
+
+def test_pixel_size_comes_from_the_layer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    declared = viewer.add_image(np.zeros((32, 32)), name="declared",
+                                metadata={"pixel_size_nm": 7.5})
+    with_units = viewer.add_image(np.zeros((32, 32)), name="units", scale=(0.02, 0.02),
+                                  units=("micrometer", "micrometer"))
+    plain = viewer.add_image(np.zeros((32, 32)), name="plain")
+    widget = make_widget(viewer)
+
+    for layer, expected in ((declared, 7.5), (with_units, 20.0), (plain, 0.0)):
+        widget.image_combo.value = layer
+        assert widget.pixel_size_spin.value == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------- cancel, responsiveness
+
+
+def test_cancel_stops_a_long_run_and_adds_nothing(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((1024, 1024)), name="big")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    widget.tile_size_spin.value = 64  # about 440 tiles: minutes of work on a CPU
+
+    widget.run_button.native.click()
+    assert widget.running and not widget.run_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: widget.progress_bar.value > 0, timeout=RUN_TIMEOUT_MS)
+    # napari's own progress bar (activity panel) follows the run too
+    assert [bar.n for bar in progress._all_instances if bar.desc == "Segmentation"][0] > 0
+    clicked = time.perf_counter()
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+
+    assert time.perf_counter() - clicked < 10  # stops at the next batch of tiles
+    assert widget.controls.cancelled
+    assert labels_names(viewer) == []
+    assert widget.last_result is None
+    assert widget.status_label.value.startswith("Cancelled")
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_the_viewer_stays_responsive_during_a_run(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((256, 256)), name="em")
+    # napari compiles its labels colormaps on first use (seconds, main thread): warm up
+    viewer.add_labels(np.zeros((8, 8), np.uint16))
+    viewer.layers.clear()
+    viewer.add_image(cells_image((256, 256)), name="em")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    widget.class_checkboxes["membranes"].value = False
+    widget.tile_size_spin.value = 64  # ~25 tiles, several batches
+
+    beats_while_running: list[bool] = []
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: beats_while_running.append(widget.running))
+    heartbeat.start(20)
+    try:
+        run_and_wait(qtbot, widget)
+    finally:
+        heartbeat.stop()
+
+    assert labels_names(viewer) == ["mitochondria"]
+    # The main thread kept handling events while the segmentation ran: the work is in a
+    # worker thread. How long the longest stall is, is measured by benchmarks/event_loop.py
+    # (a timing threshold here would fail on a loaded CI machine).
+    assert sum(beats_while_running) >= 3
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("make_layer", "expected"), [
+    (lambda viewer: viewer.add_image(
+        np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8), name="rgb"),
+     "colour RGB image"),
+    (lambda viewer: viewer.add_image(np.ones((1, 1), np.float32), name="dot"),
+     "1 x 1 pixels"),
+    (lambda viewer: viewer.add_image(np.zeros((2, 2, 2, 32, 32), np.float32), name="5d"),
+     "5-D data"),
+    (lambda viewer: viewer.add_image(np.full((64, 64), np.nan, np.float32), name="nan"),
+     "image is blank"),
+    (lambda viewer: viewer.add_labels(np.zeros((64, 64), np.uint8), name="masks"),
+     "no image layer to segment ('masks' is not an image layer)"),
+], ids=["rgb-colour", "1x1", "5-D", "all-NaN", "labels-only"])
+def test_bad_input_gets_a_clear_message_and_no_layer(make_napari_viewer, qtbot, notifications,
+                                                     make_layer: Callable, expected: str):
+    viewer = make_napari_viewer()
+    make_layer(viewer)
+    layers_before = len(viewer.layers)
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+
+    run_and_wait(qtbot, widget)
+
+    errors = messages(notifications, "error")
+    assert len(errors) == 1 and expected in errors[0], errors
+    assert errors[0][0].isupper()
+    assert widget.status_label.value == f"Error: {errors[0]}"
+    assert len(viewer.layers) == layers_before
+    assert widget.last_result is None
+    assert widget.run_button.enabled
+    assert_no_traceback(notifications)
+
+
+def test_some_nans_are_segmented_with_a_warning(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    image = cells_image((96, 96)).astype(np.float32)
+    image[10:20, 10:20] = np.nan
+    viewer.add_image(image, name="holes")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+
+    run_and_wait(qtbot, widget)
+
+    assert labels_names(viewer) == ["mitochondria", "membranes"]
+    assert any("NaN" in message for message in messages(notifications, "warning"))
+    assert not messages(notifications, "error")
+
+
+def test_a_model_for_another_modality_gets_a_warning(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((64, 64)), name="confocal", metadata={"modality": "fluorescence"})
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+
+    run_and_wait(qtbot, widget)
+
+    assert ("'confocal' is a fluorescence image and tiny-em@0 is an EM image model: expect "
+            "poor results, or choose another model") in messages(notifications, "warning")
+    assert labels_names(viewer) == ["mitochondria", "membranes"]  # a warning, not a refusal
+
+
+def test_a_corrupt_model_file_is_reported(make_napari_viewer, qtbot, notifications,
+                                          tiny_model_home, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    model = home / "models" / "broken" / "1"
+    model.mkdir(parents=True)
+    card = ModelCard.load(tiny_model_home / "models" / "tiny-em" / "0" / "card.json")
+    card.name, card.version = "broken", "1"
+    card.save(model / "card.json")
+    (model / "model.safetensors").write_bytes(b"\x00 not safetensors \xff" * 10)
+    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(home))
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((64, 64)), name="em")
+    widget = make_widget(viewer)
+    assert widget.model_combo.value.full_name == "broken@1"
+
+    run_and_wait(qtbot, widget)
+
+    errors = messages(notifications, "error")
+    assert len(errors) == 1 and "corrupt" in errors[0], errors
+    assert labels_names(viewer) == []
+    assert_no_traceback(notifications)
+
+
+def test_without_models_the_widget_says_how_to_load_one(make_napari_viewer, qtbot, tmp_path,
+                                                        monkeypatch, notifications,
+                                                        tiny_model_home):
+    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(tmp_path))
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((64, 64)), name="em")
+    widget = make_widget(viewer)
+
+    assert widget.model_combo.value is None
+    assert widget.status_label.value.startswith("No model installed")
+    run_and_wait(qtbot, widget)
+    assert "no model chosen" in messages(notifications, "error")[0].lower()
+
+    # "Model file": choosing the weights of a model that is not installed
+    widget.model_file.value = tiny_model_home / "models" / "tiny-em" / "0" / "model.safetensors"
+    assert widget.model_combo.value.full_name == "tiny-em@0"
+    assert list(widget.class_checkboxes) == ["mitochondria", "membranes"]
+    run_and_wait(qtbot, widget)
+    assert labels_names(viewer) == ["mitochondria", "membranes"]
+
+
+# ---------------------------------------------------------------------- fluorescence
+
+
+def test_each_channel_layer_is_segmented_for_its_organelle(make_napari_viewer, qtbot,
+                                                           notifications):
+    viewer = make_napari_viewer()
+    dapi = viewer.add_image(cells_image((96, 96), seed=3), name="DAPI", scale=(2.0, 2.0))
+    viewer.add_image(cells_image((96, 96), seed=4), name="C2", scale=(2.0, 2.0),
+                     metadata={"organelle": "mitochondria", "modality": "fluorescence"})
+    viewer.add_image(cells_image((96, 96), seed=5), name="brightfield", scale=(2.0, 2.0))
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-fluo")
+
+    assert widget.fluorescence_mode
+    # from the dye's name, from the layer's metadata, and nothing for brightfield
+    assert widget.channel_assignments == {"brightfield": None, "C2": "mitochondria",
+                                          "DAPI": "nuclei"}
+    run_and_wait(qtbot, widget)
+
+    assert sorted(labels_names(viewer)) == ["mitochondria", "nuclei"]
+    nuclei, mitochondria = viewer.layers["nuclei"], viewer.layers["mitochondria"]
+    assert nuclei.metadata[METADATA_KEY]["source"] == "DAPI"
+    assert mitochondria.metadata[METADATA_KEY]["source"] == "C2"
+    assert nuclei.data.dtype == np.uint16 and mitochondria.data.dtype == np.uint8
+    np.testing.assert_array_equal(nuclei.scale, dapi.scale)
+    assert sorted(widget.last_result.labels) == ["mitochondria", "nuclei"]
+    assert not messages(notifications, "error")
+
+
+def test_an_organelle_assigned_to_two_channels_is_refused(make_napari_viewer, qtbot,
+                                                          notifications):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((64, 64)), name="ch0")
+    viewer.add_image(cells_image((64, 64)), name="ch1")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-fluo")
+    assert widget.channel_assignments == {"ch1": None, "ch0": None}
+
+    run_and_wait(qtbot, widget)
+    assert "Say which organelle each channel shows" in messages(notifications, "error")[-1]
+
+    widget.channel_combos["ch0"].value = "nuclei"
+    widget.channel_combos["ch1"].value = "nuclei"
+    run_and_wait(qtbot, widget)
+    assert "Nuclei is assigned to ch1 and ch0" in messages(notifications, "error")[-1]
+    assert labels_names(viewer) == []
+
+
+def test_the_form_follows_the_model_and_the_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32)), name="DAPI")
+    widget = make_widget(viewer)
+
+    choose_model(widget, "tiny-em")
+    assert not widget.fluorescence_mode
+    assert list(widget.class_checkboxes) == ["mitochondria", "membranes"]
+    assert widget.tile_size_spin.value == 128  # the card's tile size
+
+    choose_model(widget, "tiny-fluo")
+    assert widget.fluorescence_mode
+    assert list(widget.channel_combos) == ["DAPI"]
+
+    viewer.add_image(np.zeros((32, 32)), name="Tom20")  # new channel layer: new row
+    viewer.layers["DAPI"].name = "Hoechst"  # renamed: its row follows
+    assert widget.channel_assignments == {"Tom20": "mitochondria", "Hoechst": "nuclei"}
+    assert [layer.name for layer in widget.image_combo.choices] == ["Tom20", "Hoechst"]
+
+
+# ---------------------------------------------------------------------- shared plumbing
+
+
+def failing_work(error: Exception):
+    yield Progress(1, 2, "half way")
+    raise error
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (InputError("the image is blank"), "The image is blank"),
+    # superqt drops RuntimeErrors raised by a generator; they must still be reported
+    (RuntimeError("CUDA error: device-side assert triggered\nmore lines"),
+     "Segmentation failed with an unexpected error (RuntimeError: CUDA error: device-side "
+     "assert triggered); the full traceback is in the log."),
+    (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory"),
+     "Segmentation ran out of GPU memory: use smaller tiles or batches, or choose the CPU "
+     "device."),
+], ids=["user-error", "runtime-error", "gpu-out-of-memory"])
+def test_task_errors_become_one_message(qtbot, notifications, error, expected):
+    controls = TaskControls()
+    qtbot.addWidget(controls.native)
+    results = []
+
+    controls.start(failing_work(error), task="Segmentation", on_returned=results.append)
+    qtbot.waitUntil(lambda: not controls.running, timeout=10_000)
+
+    assert messages(notifications, "error") == [expected]
+    assert controls.status_label.value == f"Error: {expected}"
+    assert results == [] and controls.run_button.enabled
+    assert_no_traceback(notifications)
