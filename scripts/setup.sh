@@ -54,7 +54,6 @@ install_python_packages() {
     return 0
   fi
   echo "napari-organelle: installing Python packages into $venv (first time: several minutes)"
-  "$venv/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
   "$venv/bin/python" -m pip install -q -e "$repo[$extras]" 2>&1 | grep -v "is ignored" || true
   "$venv/bin/python" -c "import napari_organelle, torch, napari" # fail here, not later
   echo "$want" > "$stamp"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 import importlib
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -465,8 +464,6 @@ def test_plots_render(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("NAPARI_ORGANELLE_SLOW"),
-                    reason="skan.Skeleton compiles for ~10 s; set NAPARI_ORGANELLE_SLOW=1")
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0, 1.0)])
 def test_branches_equal_skan_skeleton_paths(spacing):
     # Our sparse decomposition must give skan's paths, less the links inside junction clusters.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import types
 from pathlib import Path
@@ -239,8 +238,6 @@ def test_evaluate_command_reports_user_errors(tmp_path, capsys, fake_model):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("NAPARI_ORGANELLE_SLOW"),
-                    reason="importing torch and segmentation-models takes ~10 s; set NAPARI_ORGANELLE_SLOW=1")
 def test_evaluate_command_with_a_real_tiny_model(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("segmentation_models_pytorch")

@@ -230,6 +230,14 @@ class TaskControls(Container):
         self.extend([buttons, self.progress_bar, self.status_label])
         self.margins = (0, 0, 0, 0)
         self.status_label.native.setWordWrap(True)
+        # A word-wrapped label in a crowded dock is squeezed below its text height: keep
+        # room for two lines and let it take the dock's width.
+        from qtpy.QtWidgets import QSizePolicy
+
+        self.status_label.native.setMinimumHeight(
+            2 * self.status_label.native.fontMetrics().lineSpacing() + 4)
+        self.status_label.native.setSizePolicy(QSizePolicy.Policy.Expanding,
+                                               QSizePolicy.Policy.Preferred)
         self.cancel_button.clicked.connect(self.cancel)
 
         self.worker: GeneratorWorker | None = None
@@ -237,6 +245,7 @@ class TaskControls(Container):
         self.last_error: str | None = None
         self._running = False
         self._handling_result = False
+        self._task_number = 0  # tells the signals of an earlier task's worker apart
         self._task = ""
         self._work: Generator[Progress, None, Any] | None = None
         self._activity: cancelable_progress | None = None
@@ -306,6 +315,7 @@ class TaskControls(Container):
         avoid_llvm_clash()  # the worker may import torch's compiler stack
         self.cancelled = False
         self.last_error = None
+        self._task_number += 1
         self._task = task
         self._work = work
         self._on_done = on_finished
@@ -317,7 +327,7 @@ class TaskControls(Container):
         worker.returned.connect(partial(self._on_returned, on_returned))
         worker.aborted.connect(partial(self._on_aborted, cancelled_message))
         worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
+        worker.finished.connect(partial(self._on_finished, self._task_number))
         # napari's own thread_worker(progress=...) advances one step per yield; core
         # generators report fractions instead, so the activity bar is driven here.
         self._activity = cancelable_progress(total=PROGRESS_STEPS, desc=task)
@@ -393,10 +403,11 @@ class TaskControls(Container):
         self.report_error(describe_error(error, self._task))
         self._finish()
 
-    def _on_finished(self) -> None:
+    def _on_finished(self, task_number: int) -> None:
         # `finished` follows `returned`, `aborted` or `errored`, which already finish;
-        # this covers a worker that ends with none of them.
-        if not self._handling_result:
+        # this covers a worker that ends with none of them. The worker thread emits it
+        # last, so it can arrive after the next task has started: it must not end that.
+        if task_number == self._task_number and not self._handling_result:
             self._finish()
 
     def _finish(self) -> None:

@@ -18,6 +18,7 @@ Two ways of choosing what to segment, set by the model:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +37,7 @@ from ..image_input import prepare_image
 from ..inference import SegmentationResult
 from ..models import ModelCard, ModelInfo, list_models
 from ..models.io import CARD_FILE, WEIGHTS_FILE
+from ..models.versions import active_version
 from ..progress import Progress
 from ._common import (
     TaskControls,
@@ -303,8 +305,13 @@ class SegmentWidget(Container):
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, ModelInfo]]:
         models = list_models()
         installed = {info.path for info in models}
+        in_use = {_active_path(info.name) for info in models}
+        models.sort(key=lambda info: info.path not in in_use)  # stable: the version in use first
         models += [info for info in self._models_from_files if info.path not in installed]
-        labels = [f"{info.full_name} ({info.modality})" for info in models]
+        counts = Counter(info.name for info in models)
+        labels = [f"{info.full_name} ({info.modality})"
+                  + ("  (in use)" if info.path in in_use and counts[info.name] > 1 else "")
+                  for info in models]
         return [(label if labels.count(label) == 1 else f"{label} [{info.path}]", info)
                 for label, info in zip(labels, models)]
 
@@ -547,6 +554,13 @@ class SegmentWidget(Container):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _active_path(name: str) -> Path | None:
+    try:
+        return active_version(name).path
+    except ModelError:
+        return None
 
 
 def _model_location(path: Path) -> Path:

@@ -79,9 +79,11 @@ def list_models(modality: str | None = None) -> list[ModelInfo]:
     if user_dir.is_dir():
         user_found = []
         for name_dir in sorted(user_dir.iterdir()):
-            if not name_dir.is_dir():
+            if not name_dir.is_dir() or name_dir.name.startswith("."):
                 continue
             for version_dir in name_dir.iterdir():
+                if version_dir.name.startswith("."):
+                    continue  # being written (see versions.py)
                 info = _info(version_dir, bundled=False)
                 if info:
                     user_found.append(info)
@@ -92,7 +94,12 @@ def list_models(modality: str | None = None) -> list[ModelInfo]:
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """Turn a model name, ``name@version`` or path into the folder to load."""
+    """Turn a model name, ``name@version`` or path into the folder to load.
+
+    A name without version means its active version (see
+    :mod:`napari_organelle.models.versions`), so rolling back changes what
+    every caller of ``load_model(name)`` gets.
+    """
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     if candidate.exists():
@@ -103,6 +110,10 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     if not matches:
         known = ", ".join(sorted({info.full_name for info in list_models()})) or "none"
         raise ModelError(f"no model called {text!r} (and no such file); installed models: {known}")
+    if not version:
+        from .versions import active_version  # versions builds on this module
+
+        return active_version(name).path
     return matches[0].path
 
 

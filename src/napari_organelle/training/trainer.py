@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..devices import resolve_device
 from ..errors import InputError
 from ..metrics import MetricAccumulator
-from ..models import ClassSpec, Model, ModelCard, build_network, load_model, save_model
+from ..models import ClassSpec, ModelCard, build_network, load_model, save_model
 from ..progress import Progress
 from ..tiling import predict_plane
 from .augment import AugmentSettings, sample_batch
@@ -47,6 +47,9 @@ class TrainConfig:
         datasets: data sets in the shared layout.
         images: extra in-memory training images (simulated data, corrections).
         val_images: explicit validation images (else split from ``datasets``).
+        monitor_images: images scored at every validation but never used to pick
+            the kept model, e.g. held-out images of the base model's own
+            training data, which show forgetting while fine-tuning.
         val_fraction: share of each set's images held out for validation.
         iterations: optimizer steps (``None``: until ``minutes`` run out).
         minutes: wall-time budget (``None``: until ``iterations`` are done).
@@ -68,6 +71,7 @@ class TrainConfig:
     datasets: list[DatasetSpec] = field(default_factory=list)
     images: list[TrainingImage] = field(default_factory=list)
     val_images: list[TrainingImage] = field(default_factory=list)
+    monitor_images: list[TrainingImage] = field(default_factory=list)
     val_fraction: float = 0.2
     iterations: int | None = 1000
     minutes: float | None = None
@@ -112,6 +116,8 @@ class TrainResult:
         before: validation Dice per class of the starting model (fine-tuning).
         after: validation Dice per class of the kept model.
         stopped: ``finished``, ``early-stopped``, ``time-budget`` or ``cancelled``.
+        monitor_before: Dice per class on ``monitor_images`` of the starting model.
+        monitor_after: the same for the kept model.
     """
 
     model_dir: Path
@@ -120,6 +126,8 @@ class TrainResult:
     before: dict[str, float]
     after: dict[str, float]
     stopped: str
+    monitor_before: dict[str, float] = field(default_factory=dict)
+    monitor_after: dict[str, float] = field(default_factory=dict)
 
 
 def masked_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -178,7 +186,10 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
     """Train as configured; yields a :class:`Progress` per logged step, returns a :class:`TrainResult`.
 
     Each progress carries ``data`` with ``step``, ``loss``, ``lr`` and, after a
-    validation, ``val`` (Dice per class) and ``best`` (best mean Dice so far).
+    validation, ``val`` (Dice per class), ``best`` (best mean Dice so far) and,
+    with ``monitor_images``, ``monitor`` (their Dice per class). When
+    fine-tuning, one report before the first step carries ``before`` (and
+    ``monitor_before``): the starting model's scores, without ``loss``.
     Closing the generator (cancel) keeps the best model saved so far.
     """
     started = time.perf_counter()
@@ -187,6 +198,8 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # crops have one size: pick the fastest kernels
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -201,19 +214,27 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
                                   weight_decay=config.weight_decay)
     step, best_score, history = 0, -1.0, []
     last_dir, best_dir = out / "last", out / "best"
+    # Scored before resuming, so "before" always means the base model.
+    before: dict[str, float] = {}
+    monitor_before: dict[str, float] = {}
+    if parent is not None and (val_images or config.monitor_images):
+        if val_images:
+            before = validate(network, val_images, class_names, device)
+        if config.monitor_images:
+            monitor_before = validate(network, config.monitor_images, class_names, device)
     if config.resume and (last_dir / STATE_FILE).exists():
         step, best_score, history = _restore(last_dir, network, optimizer, device)
         rng = np.random.default_rng(config.seed + step)
-
-    before: dict[str, float] = {}
-    if parent is not None and val_images:
-        before = validate(network, val_images, class_names, device)
+    if parent is not None and (before or monitor_before):
+        yield Progress(step, config.iterations or 0, "scored the starting model",
+                       {"step": step, "before": before, "monitor_before": monitor_before})
     stale, stopped = 0, "finished"
     total = config.iterations or 0
     deadline = started + 60 * config.minutes if config.minutes else None
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     window_loss: list[float] = []
+    saved_step = -1  # step of the weights in best/ when validation cannot rank them
 
     while True:
         if config.iterations is not None and step >= config.iterations:
@@ -244,20 +265,26 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
                                   "seconds": round(time.perf_counter() - started, 1)}
         validation_due = (step % config.validate_every == 0
                           or (config.iterations is not None and step == config.iterations))
+        monitor: dict[str, float] = {}
+        if validation_due and config.monitor_images:
+            monitor = validate(network, config.monitor_images, class_names, device)
+            record["monitor"] = monitor
         if validation_due and val_images:
             scores = validate(network, val_images, class_names, device)
             record["val"] = scores
             mean = _mean_score(scores)
             if mean > best_score:
                 best_score, stale = mean, 0
-                _save(card, network, best_dir, config, history + [record], scores, parent)
+                _save(card, network, best_dir, config, history + [record], scores, parent,
+                      monitor)
             else:
                 stale += 1
             record["best"] = best_score
             _checkpoint(last_dir, card, network, optimizer, step, best_score, history + [record],
                         config, parent)
         elif validation_due or (not val_images and step % config.validate_every == 0):
-            _save(card, network, best_dir, config, history + [record], {}, parent)
+            _save(card, network, best_dir, config, history + [record], {}, parent, monitor)
+            saved_step = step
             _checkpoint(last_dir, card, network, optimizer, step, best_score, history + [record],
                         config, parent)
         history.append(record)
@@ -268,12 +295,19 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
             stopped = "early-stopped"
             break
 
-    if not (best_dir / "card.json").exists():
+    # Without validation images nothing tells checkpoints apart, so the latest
+    # weights (trained longest, at the lowest learning rate) are the ones kept.
+    unsaved = bool(history) and history[-1]["step"] != saved_step
+    if not (best_dir / "card.json").exists() or (not val_images and unsaved):
         scores = validate(network, val_images, class_names, device) if val_images else {}
-        _save(card, network, best_dir, config, history, scores, parent)
+        monitor = (validate(network, config.monitor_images, class_names, device)
+                   if config.monitor_images else {})
+        _save(card, network, best_dir, config, history, scores, parent, monitor)
     kept = load_model(best_dir)
     after = {k: v for k, v in kept.card.metrics.get("validation", {}).items()}
-    return TrainResult(best_dir, kept.card, history, before, after, stopped)
+    monitor_after = dict(kept.card.metrics.get("monitor", {}))
+    return TrainResult(best_dir, kept.card, history, before, after, stopped, monitor_before,
+                       monitor_after)
 
 
 def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
@@ -360,12 +394,16 @@ def _mean_score(scores: dict[str, float]) -> float:
 
 
 def _save(card: ModelCard, network: torch.nn.Module, folder: Path, config: TrainConfig,
-          history: list[dict[str, Any]], scores: dict[str, float], parent: str | None) -> None:
+          history: list[dict[str, Any]], scores: dict[str, float], parent: str | None,
+          monitor: dict[str, float] | None = None) -> None:
     card.parent = parent
     card.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     card.recipe = config.recipe()
     card.metrics = dict(card.metrics)
     card.metrics["validation"] = {k: round(v, 4) for k, v in scores.items() if not math.isnan(v)}
+    card.metrics.pop("monitor", None)
+    if monitor:
+        card.metrics["monitor"] = {k: round(v, 4) for k, v in monitor.items() if not math.isnan(v)}
     card.extra["training_curve"] = _curve_summary(history)
     save_model((card, network), folder)
 

@@ -1,0 +1,429 @@
+"""The Train dock widget: fine-tune a model on a lab's corrections, watch it learn, keep it.
+
+A lab lead picks the base model, the training data (training stores of
+corrections and/or data sets in the shared layout), optionally new classes,
+and a time budget, then presses Start. Training runs
+:func:`napari_organelle.training.finetune.finetune_iter` in napari's thread
+worker (no extra processes), so the viewer stays usable; the dock plots the
+training loss and the validation Dice per class as it goes. At the end (or
+on Cancel, which keeps the best model so far) the result is kept as a new
+version of the model, and a table compares the base and the new model on the
+held-out validation images. "Use this model" makes it the version in use;
+the versions list rolls back to an older one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ListEdit,
+    PushButton,
+    SpinBox,
+    Table,
+)
+from napari.qt.threading import GeneratorWorker
+from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QStyledItemDelegate
+
+from ..devices import available_devices
+from ..errors import InputError, OrganelleError
+from ..models import ClassSpec, ModelCard, ModelInfo, list_models
+from ..models.io import CARD_FILE
+from ..models.versions import active_version, list_versions, set_active
+from ..progress import Progress
+from ..training.finetune import (
+    FinetuneResult,
+    FinetuneSettings,
+    default_work_dir,
+    finetune_iter,
+    register_run,
+)
+from ._common import TaskControls, logger
+from ._training_plot import TrainingPlot
+
+__all__ = ["TrainWidget"]
+
+TASK = "Training"
+NO_LIMIT = 0
+
+
+class TrainWidget(Container):
+    """Fine-tune a model in the background with a live plot; keep the result as a version.
+
+    Args:
+        viewer: the napari viewer (napari passes it when it opens the widget).
+
+    Attributes:
+        viewer: the viewer.
+        base_combo: the model to start from (value: a ModelInfo).
+        data_list: training stores and/or data set folders.
+        new_classes_edit: classes to add, comma separated (``er, lysosomes:instance``).
+        minutes_spin: time budget in minutes.
+        name_edit: model name the result is kept under (a new version of it).
+        advanced_check: shows :attr:`advanced_widgets`.
+        replay_spin, val_fraction_spin, max_steps_spin, batch_spin, crop_spin,
+        validate_every_spin, device_combo: advanced settings (0: automatic).
+        controls: Start/Cancel buttons, progress bar and status line.
+        plot: the live loss and Dice plot.
+        results_table: base vs new model per class on the validation images.
+        use_button: makes the trained version the one in use.
+        versions_combo: versions of the model named in :attr:`name_edit`.
+        rollback_button: makes the version chosen in :attr:`versions_combo` the one in use.
+        last_result: the latest run's result (None before).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.last_result: FinetuneResult | None = None
+        self._settings: FinetuneSettings | None = None
+        self._name_edited = False
+
+        self.base_combo = ComboBox(name="base", label="Base model", choices=self._model_choices,
+                                   tooltip="The model to start from")
+        self.data_list = ListEdit(
+            name="data", label="Training data", value=[], annotation=list[Path],
+            options={"mode": "d"},
+            tooltip="Training stores (your saved corrections) and/or data set folders "
+                    "(train/images, train/masks/<class>); + adds a folder")
+        self.new_classes_edit = LineEdit(
+            name="new_classes", label="New classes", value="",
+            tooltip="Classes the base model lacks, comma separated; add ':instance' for "
+                    "separate objects (e.g. 'er, lysosomes:instance')")
+        self.minutes_spin = SpinBox(name="minutes", label="Time budget (min)", min=1, max=1440,
+                                    value=10, tooltip="Training stops after this long and "
+                                    "keeps the best model")
+        self.name_edit = LineEdit(name="name", label="Save as",
+                                  tooltip="Model name; each run adds a new version of it")
+        self.advanced_check = CheckBox(name="advanced", text="Advanced settings", value=False)
+        self.replay_spin = FloatSpinBox(
+            name="replay", label="Replay share", min=0.0, max=0.9, step=0.05, value=0.0,
+            tooltip="Share of each batch from the base model's own training data, against "
+                    "forgetting (needs that data on this machine)")
+        self.val_fraction_spin = FloatSpinBox(
+            name="val_fraction", label="Validation share", min=0.0, max=0.5, step=0.05,
+            value=0.2, tooltip="Share of each source's images held out (whole images)")
+        self.max_steps_spin = SpinBox(name="max_steps", label="Max steps", min=0, max=10**7,
+                                      value=NO_LIMIT, tooltip="0: no limit besides the time")
+        self.batch_spin = SpinBox(name="batch_size", label="Batch size", min=0, max=256,
+                                  value=0, tooltip="0: 4 on a CPU, 8 on a GPU")
+        self.crop_spin = SpinBox(name="crop", label="Crop (px)", min=32, max=2048, step=32,
+                                 value=256)
+        self.validate_every_spin = SpinBox(
+            name="validate_every", label="Validate every", min=0, max=10**6, value=0,
+            tooltip="Steps between validations; 0: 20 on a CPU, 100 on a GPU")
+        self.device_combo = ComboBox(name="device", label="Device",
+                                     choices=["auto", *available_devices()], value="auto")
+        self.advanced_widgets = [self.replay_spin, self.val_fraction_spin, self.max_steps_spin,
+                                 self.batch_spin, self.crop_spin, self.validate_every_spin,
+                                 self.device_combo]
+        self.controls = TaskControls("Start training",
+                                     run_tooltip="Fine-tune in the background")
+        self.start_button = self.controls.run_button
+        self.cancel_button = self.controls.cancel_button
+        self.cancel_button.tooltip = "Stop now; the best model so far is kept as a version"
+        status = self.controls.status_label.native
+        # Two full-width lines, so the plot below never squeezes the status out of sight.
+        status.setMinimumHeight(2 * status.fontMetrics().lineSpacing() + 4)
+        status.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.plot_box = Container(name="plot", label="Progress", labels=False)
+        self.plot = TrainingPlot(_theme_colors(viewer))
+        self.plot_box.native.layout().addWidget(self.plot.canvas)
+        self.results_label = Label(name="results_label", label="Result", value="")
+        self.results_label.native.setWordWrap(True)
+        self.results_table = Table(name="results", label="Base vs new", value=_empty_table())
+        table = self.results_table.native
+        table.setMinimumHeight(100)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        # Show the numbers as written here (magicgui's delegate prints 0.098 as 9.800e-02).
+        table.setItemDelegate(QStyledItemDelegate(table))
+        self.use_button = PushButton(name="use", text="Use this model", enabled=False,
+                                     tooltip="Make the new version the one used by name")
+        self.versions_combo = ComboBox(name="versions", label="Versions",
+                                       choices=self._version_choices,
+                                       tooltip="Versions of the model named in 'Save as'")
+        self.rollback_button = PushButton(name="rollback", text="Use selected version",
+                                          tooltip="Roll back (or forward) to this version")
+
+        self.extend([self.base_combo, self.data_list, self.new_classes_edit, self.minutes_spin,
+                     self.name_edit, self.advanced_check, *self.advanced_widgets, self.controls,
+                     self.plot_box, self.results_label, self.results_table, self.use_button,
+                     self.versions_combo, self.rollback_button])
+        self._show_advanced(False)
+
+        self.base_combo.changed.connect(self._on_base_changed)
+        self.name_edit.changed.connect(self._on_name_edited)
+        self.advanced_check.changed.connect(self._show_advanced)
+        self.start_button.clicked.connect(self.start)
+        self.use_button.clicked.connect(self.use_trained_model)
+        self.rollback_button.clicked.connect(self.use_selected_version)
+        self._on_base_changed(self.base_combo.value)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The napari worker of the latest run (None before the first)."""
+        return self.controls.worker
+
+    @property
+    def running(self) -> bool:
+        """Training is in progress."""
+        return self.controls.running
+
+    def refresh_models(self) -> None:
+        """Look for models and versions again."""
+        self.base_combo.reset_choices()
+        self.versions_combo.reset_choices()
+
+    # ------------------------------------------------------------------ running
+
+    def settings(self) -> FinetuneSettings:
+        """The run that Start would begin, checked without reading any image.
+
+        Raises:
+            InputError: no model, no data, a bad class list or name.
+        """
+        info: ModelInfo | None = self.base_combo.value
+        if info is None:
+            raise InputError("no base model: install one or train one from a recipe")
+        data = [Path(p) for p in self.data_list.value if str(p) not in ("", ".")]
+        settings = FinetuneSettings(
+            base=str(info.path), data=data, name=self.name_edit.value.strip(),
+            add_classes=_parse_classes(self.new_classes_edit.value),
+            minutes=float(self.minutes_spin.value),
+            iterations=int(self.max_steps_spin.value) or None,
+            val_fraction=float(self.val_fraction_spin.value),
+            replay=float(self.replay_spin.value),
+            device=self.device_combo.value,
+            # One core stays with the viewer, so it keeps responding on a small CPU.
+            threads=max(1, (os.cpu_count() or 2) - 1),
+            batch_size=int(self.batch_spin.value) or None,
+            crop=int(self.crop_spin.value),
+            validate_every=int(self.validate_every_spin.value) or None)
+        settings.check()
+        return settings
+
+    def start(self) -> None:
+        """Check the choices and start training in the background (the Start button)."""
+        if self.running:
+            return
+        try:
+            settings = self.settings()
+        except OrganelleError as error:
+            self.controls.report_error(str(error))
+            return
+        self._settings = settings
+        self.last_result = None
+        self.use_button.enabled = False
+        self.results_label.value = ""
+        self.results_table.value = _empty_table()
+        self.plot.reset(self._class_colors(settings))
+        worker = self.controls.start(
+            finetune_iter(settings), task=TASK, on_returned=self._show_result,
+            on_finished=self._on_finished,
+            cancelled_message="Cancelled: keeping the best model so far…")
+        worker.yielded.connect(self._on_report)
+
+    def cancel(self) -> None:
+        """Stop training; the best model so far is kept as a version (the Cancel button)."""
+        self.controls.cancel()
+
+    def _on_report(self, report: object) -> None:
+        if isinstance(report, Progress) and report.data:
+            self.plot.add(report.data)
+
+    def _on_finished(self) -> None:
+        """After a cancel, keep the best checkpoint as a version (main thread, a file copy)."""
+        settings = self._settings
+        if not self.controls.cancelled or settings is None:
+            return
+        work_dir = Path(settings.work_dir) if settings.work_dir else default_work_dir(
+            settings.name)
+        try:
+            result = register_run(work_dir, "cancelled")
+        except OrganelleError as error:  # cancelled before the run folder existed
+            logger.info("nothing to keep after cancelling: %s", error)
+            self.controls.set_status("Cancelled before training started: nothing was kept.")
+            return
+        self._show_result(result)
+
+    def _show_result(self, result: FinetuneResult) -> None:
+        """Fill the table and the versions list (main thread)."""
+        self.last_result = result
+        self.plot.redraw()
+        self.refresh_models()
+        if result.version is None:
+            self.controls.set_status(f"Training {result.stopped} before the first checkpoint: "
+                                     "nothing was kept.")
+            return
+        self.results_table.value = _results_table(result)
+        self._choose_version(result.version)
+        self.use_button.enabled = True
+        n_val = len(result.validation_images)
+        summary = (f"on {n_val} held-out image{'s' if n_val != 1 else ''}" if n_val else
+                   "no held-out images (3 or more images per source are needed)")
+        notes = " ".join(f"Note: {note}." for note in result.notes)
+        self.results_label.value = f"{result.version.full_name}, {summary}. {notes}".strip()
+        self.controls.set_status(f"Kept {result.version.full_name} ({result.stopped}); "
+                                 "'Use this model' makes it the one in use.")
+
+    # ------------------------------------------------------------------ versions
+
+    def use_trained_model(self) -> None:
+        """Make the version just trained the one in use (the 'Use this model' button)."""
+        result = self.last_result
+        if result is None or result.version is None:
+            return
+        self._activate(result.version)
+
+    def use_selected_version(self) -> None:
+        """Make the version chosen in the versions list the one in use (rollback)."""
+        info = self.versions_combo.value
+        if info is None:
+            self.controls.report_error("no version chosen")
+            return
+        self._activate(info)
+
+    def _activate(self, info: ModelInfo) -> None:
+        try:
+            set_active(info.name, info.version)
+        except OrganelleError as error:
+            self.controls.report_error(str(error))
+            return
+        self.refresh_models()
+        self._choose_version(info)
+        self.controls.set_status(f"{info.name} now means {info.full_name}.")
+
+    def _choose_version(self, info: ModelInfo) -> None:
+        found = _find(self.versions_combo.choices, info)
+        if found is not None:
+            self.versions_combo.value = found
+
+    # ------------------------------------------------------------------ choices
+
+    def _model_choices(self, _widget: Any = None) -> list[tuple[str, ModelInfo]]:
+        return [(f"{info.full_name} ({info.modality})", info) for info in list_models()]
+
+    def _version_choices(self, _widget: Any = None) -> list[tuple[str, ModelInfo]]:
+        name = self.name_edit.value.strip() if hasattr(self, "name_edit") else ""
+        if not name:
+            return []
+        try:
+            active = active_version(name).full_name
+        except OrganelleError:
+            return []
+        return [(_version_label(info, info.full_name == active), info)
+                for info in reversed(list_versions(name))]
+
+    def _on_base_changed(self, info: ModelInfo | None) -> None:
+        if info is None:
+            self.controls.set_status("No model installed: train one from a recipe first "
+                                     "(napari-organelle train --recipe ...).")
+            return
+        if not self._name_edited:
+            # Fine-tuning a lab's own model continues its versions; a bundled one
+            # starts a lab copy, so the bundled model itself never changes.
+            self.name_edit.changed.disconnect(self._on_name_edited)
+            self.name_edit.value = f"{info.name}-lab" if info.bundled else info.name
+            self.name_edit.changed.connect(self._on_name_edited)
+        self.versions_combo.reset_choices()
+        self.controls.set_status(f"Fine-tunes {info.full_name} ({', '.join(info.classes)}).")
+
+    def _on_name_edited(self, _value: str) -> None:
+        self._name_edited = True
+        self.versions_combo.reset_choices()
+
+    def _show_advanced(self, shown: bool) -> None:
+        for widget in self.advanced_widgets:
+            widget.visible = bool(shown)
+
+    def _class_colors(self, settings: FinetuneSettings) -> dict[str, str]:
+        colors = {spec.name: spec.color for spec in settings.add_classes}
+        try:
+            card = ModelCard.load(Path(settings.base) / CARD_FILE)
+            colors.update({spec.name: spec.color for spec in card.classes})
+        except OrganelleError:
+            pass
+        return colors
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _parse_classes(text: str) -> list[ClassSpec]:
+    """``"er, lysosomes:instance"`` -> class specs (semantic unless said otherwise)."""
+    specs = []
+    for item in (part.strip() for part in text.replace(";", ",").split(",")):
+        if not item:
+            continue
+        name, _, kind = item.partition(":")
+        kind = kind.strip() or "semantic"
+        if kind not in ("semantic", "instance"):
+            raise InputError(f"new class {item!r}: the kind after ':' is semantic or instance")
+        specs.append(ClassSpec(name.strip(), kind))  # type: ignore[arg-type]
+    return specs
+
+
+def _results_table(result: FinetuneResult) -> dict[str, Any]:
+    """Rows per class: base and new Dice on the validation images (and on base data)."""
+    classes = result.card.class_names if result.card else sorted(result.after)
+    columns = ["base", "new", "change"]
+    with_monitor = bool(result.monitor_after)
+    if with_monitor:
+        columns += ["base data: base", "base data: new"]
+    rows, index = [], []
+    for name in classes:
+        before, after = result.before.get(name), result.after.get(name)
+        if before is None and after is None and name not in result.monitor_after:
+            continue
+        row = [_fmt(before), _fmt(after),
+               f"{after - before:+.3f}" if before is not None and after is not None else ""]
+        if with_monitor:
+            row += [_fmt(result.monitor_before.get(name)), _fmt(result.monitor_after.get(name))]
+        rows.append(row)
+        index.append(name)
+    if not rows:
+        return {"data": [["—"] * len(columns)], "index": ["no validation images"],
+                "columns": columns}
+    return {"data": rows, "index": index, "columns": columns}
+
+
+def _empty_table() -> dict[str, Any]:
+    return {"data": [], "index": [], "columns": ["base", "new", "change"]}
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _version_label(info: ModelInfo, active: bool) -> str:
+    when = info.created[:16].replace("T", " ") if info.created else ""
+    origin = "bundled" if info.bundled else when
+    return f"{info.full_name}  {origin}{'  (in use)' if active else ''}"
+
+
+def _find(choices: tuple[Any, ...], info: ModelInfo) -> ModelInfo | None:
+    return next((choice for choice in choices
+                 if isinstance(choice, ModelInfo) and choice.full_name == info.full_name), None)
+
+
+def _theme_colors(viewer: napari.viewer.Viewer) -> dict[str, str]:
+    """The viewer theme's colours, so the plot matches the dock."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return {"background": theme.background.as_hex(), "text": theme.text.as_hex(),
+                "grid": theme.primary.as_hex()}
+    except (AttributeError, KeyError, ValueError):
+        return {}

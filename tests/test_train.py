@@ -1,0 +1,328 @@
+"""Fine-tuning: ignored pixels, honest validation, new classes, early stop, cancel, resume,
+lineage, replay and the ``train`` CLI, on tiny models and tiny synthetic data sets."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_organelle.cli import main
+from napari_organelle.models import ClassSpec, load_model
+from napari_organelle.models.versions import active_version, list_versions
+from napari_organelle.store import open_store
+from napari_organelle.training import (
+    IGNORE,
+    DatasetSpec,
+    TrainConfig,
+    load_dataset,
+    masked_loss,
+    split_by_image,
+    train,
+    train_iter,
+)
+from napari_organelle.training.finetune import (
+    FinetuneSettings,
+    default_work_dir,
+    finetune,
+    finetune_iter,
+    register_run,
+)
+from napari_organelle.training.sources import load_source, match_classes, split_by_group
+from napari_organelle.training.trainer import _starting_model
+
+from ._datasets import disc_sample, write_dataset
+from ._models import make_tiny_model, tiny_card
+
+TINY = {"crop": 64, "batch_size": 2, "validate_every": 2, "threads": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models train much faster on one thread (on a busy machine, ten times)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny-em@0`` (mitochondria, membranes; random weights), built once."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_tiny_model(tmp_path_factory.mktemp("base") / "tiny-em")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_model: Path) -> Path:
+    """A napari-organelle home holding ``tiny-em@0``."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(folder))
+    shutil.copytree(base_model, folder / "models" / "tiny-em" / "0")
+    return folder
+
+
+@pytest.fixture
+def lab_set(tmp_path: Path) -> Path:
+    """Four 96x96 images annotated for mitochondria and ER (which the base model lacks)."""
+    return write_dataset(tmp_path / "lab-set", n_images=4, classes=("mitochondria", "er"))
+
+
+def settings(data: list[Path], **changes) -> FinetuneSettings:
+    values = {"base": "tiny-em", "data": data, "name": "lab", "minutes": None,
+              "iterations": 4, "val_fraction": 0.25, **TINY}
+    values.update(changes)
+    return FinetuneSettings(**values)
+
+
+# ---------------------------------------------------------------------- the loss
+
+
+def test_ignored_pixels_give_no_loss_and_no_gradient():
+    logits = torch.randn(2, 2, 16, 16, requires_grad=True)
+    target = torch.full((2, 2, 16, 16), IGNORE, dtype=torch.uint8)
+    loss = masked_loss(logits, target)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(logits.grad) == 0
+
+    logits.grad = None
+    target[:, :, :8] = 1  # top half annotated, bottom half ignored
+    masked_loss(logits, target).backward()
+    assert torch.count_nonzero(logits.grad[:, :, 8:]) == 0
+    assert torch.count_nonzero(logits.grad[:, :, :8]) > 0
+
+
+# ---------------------------------------------------------------------- validation split
+
+
+def test_validation_images_are_never_training_images(lab_set):
+    images = load_dataset(DatasetSpec(lab_set), ["mitochondria"], None)
+    for seed in range(5):
+        train_images, val_images = split_by_image(images, 0.25, seed)
+        assert val_images
+        assert not {i.name for i in train_images} & {i.name for i in val_images}
+
+
+def test_crops_of_one_image_stay_on_one_side_of_the_split():
+    groups = ["a", "a", "a", "b", "b", "c", "d", "d"]
+    for seed in range(10):
+        train_index, val_index = split_by_group(groups, 0.3, np.random.default_rng(seed))
+        assert sorted(train_index + val_index) == list(range(len(groups)))
+        assert not {groups[i] for i in train_index} & {groups[i] for i in val_index}
+        assert val_index and train_index
+    assert len(split_by_group(["a", "b"], 0.5, np.random.default_rng(0))[1]) == 1
+    assert split_by_group(["a", "a"], 0.5, np.random.default_rng(0)) == ([0, 1], [])
+
+
+def test_store_samples_train_with_ignore_outside_the_reviewed_region(tmp_path):
+    store = open_store(tmp_path / "store", classes=["mitochondria", "er"])
+    rng = np.random.default_rng(1)
+    image, masks = disc_sample(rng, 96)
+    store.save(image, {"mitochondria": masks["mitochondria"]}, reviewed=[(0, 0, 48, 96)],
+               provenance={"source_path": "cell.tif", "source_sha256": "f" * 64})
+    store.save(image[:64, :64], {"mitochondria": masks["mitochondria"][:64, :64]},
+               reviewed=True, provenance={"source_path": "cell.tif",
+                                          "source_sha256": "f" * 64, "crop": (0, 0, 64, 64)})
+    source = load_source(store.path, tiny_card(), {})
+    assert source.kind == "store" and len(source.images) == 2
+    assert len(set(source.groups)) == 1  # both cut from one plane: one group
+    target = source.images[0].target
+    assert (target[0, 48:] == IGNORE).all() and (target[0, :48] != IGNORE).all()
+    assert (target[1] == IGNORE).all()  # membranes: not annotated, not background
+    assert source.unused == ["er"]
+
+
+def test_data_classes_match_model_classes_by_name_synonym_or_map():
+    used, unused = match_classes(["membranes", "mito", "synapses"],
+                                 ["mitochondria", "cell_boundary"], {"mito": "mitochondria"})
+    assert used == {"membranes": "cell_boundary", "mito": "mitochondria"}
+    assert unused == ["synapses"]
+
+
+# ---------------------------------------------------------------------- new classes
+
+
+def test_added_class_keeps_old_outputs_identical_at_step_zero(home, tmp_path):
+    base = load_model("tiny-em")
+    config = TrainConfig(out=tmp_path / "run", base="tiny-em", add_classes=[ClassSpec("er")])
+    card, network, parent = _starting_model(config)
+    assert card.class_names == ["mitochondria", "membranes", "er"]
+    assert parent == "tiny-em@0"
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        old = base.network.eval()(x)
+        new = network.eval()(x)
+    assert new.shape[1] == 3
+    torch.testing.assert_close(new[:, :2], old, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------- the training loop
+
+
+def tiny_config(tmp_path: Path, lab_set: Path, **changes) -> TrainConfig:
+    images = load_dataset(DatasetSpec(lab_set), ["mitochondria", "membranes"], None)
+    values = {"out": tmp_path / "run", "card": tiny_card(), "images": images[:3],
+              "val_images": images[3:], "iterations": 4, **TINY}
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_early_stopping_stops_when_validation_dice_stalls(tmp_path, lab_set, monkeypatch):
+    stalled = {"mitochondria": 0.5, "membranes": math.nan}
+    monkeypatch.setattr("napari_organelle.training.trainer.validate", lambda *a, **k: stalled)
+    config = tiny_config(tmp_path, lab_set, iterations=50, validate_every=1, patience=2)
+    result = train(config)
+    assert result.stopped == "early-stopped"
+    assert result.history[-1]["step"] == 3  # best at 1, then two validations without gain
+    assert (result.model_dir / "card.json").exists()
+
+
+def test_cancel_keeps_the_best_checkpoint(tmp_path, lab_set):
+    config = tiny_config(tmp_path, lab_set, iterations=50)
+    steps: list[int] = []
+    result = train(config, progress=lambda p: steps.append(p.data.get("step", 0)),
+                   should_stop=lambda: steps[-1] >= 3)
+    assert result.stopped == "cancelled"
+    kept = load_model(result.model_dir)
+    assert kept.card.extra["training_curve"][-1]["step"] == 2  # the last validation
+    assert "mitochondria" in result.after
+
+
+def test_resume_continues_the_step_count(tmp_path, lab_set):
+    first = train(tiny_config(tmp_path, lab_set, iterations=4))
+    assert [h["step"] for h in first.history] == [1, 2, 3, 4]
+    again = tiny_config(tmp_path, lab_set, iterations=6, resume=True)
+    work = train_iter(again)
+    reports = []
+    try:
+        while True:
+            reports.append(next(work))
+    except StopIteration as finished:
+        result = finished.value
+    assert [r.data["step"] for r in reports if "loss" in r.data] == [5, 6]
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------------- fine-tuning
+
+
+def test_finetune_registers_a_version_with_lineage(home, lab_set):
+    result = finetune(settings([lab_set], add_classes=[ClassSpec("er")]))
+    assert result.version is not None and result.version.full_name == "lab@1"
+    card = load_model("lab").card
+    assert card.class_names == ["mitochondria", "membranes", "er"]
+    assert card.parent == "tiny-em@0"
+    lineage = card.extra["lineage"]
+    assert lineage["parent"] == "tiny-em@0"
+    assert len(lineage["data_manifest_sha256"]) == 64
+    assert lineage["settings"]["finetune"]["add_classes"][0]["name"] == "er"
+    assert lineage["settings"]["training"]["crop"] == 64
+    assert lineage["time"]["steps"] == 4 and lineage["time"]["stopped"] == "finished"
+    metrics = lineage["metrics"]["validation"]
+    assert set(metrics["before"]) == {"mitochondria"}  # er is new: the base has no score
+    assert set(metrics["after"]) == {"mitochondria", "er"}
+    assert metrics["images"] == result.validation_images and len(metrics["images"]) == 1
+    assert any(entry["name"] == "lab-set" for entry in card.training_data)
+
+    manifest = json.loads((result.version.path / "data_manifest.json").read_text())
+    assert manifest["sha256"] == lineage["data_manifest_sha256"]
+    roles = {entry["item"]: entry["role"] for entry in manifest["files"]}
+    held_out = result.validation_images[0].split("/")[1]
+    assert roles[f"train/images/{held_out}.tif"] == "validation"
+    assert sum(role == "train" for item, role in roles.items() if "images" in item) == 3
+
+
+def test_same_data_same_hash_other_data_other_hash(home, lab_set, tmp_path):
+    quick = {"iterations": 1, "validate_every": 1, "val_fraction": 0.0}
+    first = finetune(settings([lab_set], **quick))
+    second = finetune(settings([lab_set], **quick))
+    other = write_dataset(tmp_path / "other", classes=("mitochondria",), seed=5)
+    third = finetune(settings([other], **quick))
+    hashes = [load_model(f"lab@{r.version.version}").card.extra["lineage"]
+              ["data_manifest_sha256"] for r in (first, second, third)]
+    assert hashes[0] == hashes[1] != hashes[2]
+    assert [v.version for v in list_versions("lab")] == ["1", "2", "3"]
+    assert active_version("lab").version == "1"  # new versions wait to be chosen
+
+
+def test_finetune_cancel_keeps_the_best_as_a_version(home, lab_set):
+    reports = []
+    result = finetune(settings([lab_set], iterations=40), progress=reports.append,
+                      should_stop=lambda: reports[-1].data.get("step", 0) >= 3)
+    assert result.stopped == "cancelled"
+    assert result.version is not None
+    lineage = load_model(result.version.full_name).card.extra["lineage"]
+    assert lineage["time"]["stopped"] == "cancelled" and lineage["time"]["kept_step"] == 2
+
+
+def test_closing_the_run_then_register_run_keeps_the_best(home, lab_set):
+    work = finetune_iter(settings([lab_set], iterations=40))
+    for report in work:
+        if report.data.get("step", 0) >= 3:
+            break
+    work.close()  # what napari's worker does on Cancel
+    result = register_run(default_work_dir("lab"), "cancelled")
+    assert result.version.full_name == "lab@1"
+    assert register_run(default_work_dir("lab"), "cancelled").version.full_name == "lab@1"
+    assert len(list_versions("lab")) == 1  # registered once
+
+
+def test_replay_watches_the_base_training_data(home, lab_set, tmp_path):
+    root = tmp_path / "shared"
+    write_dataset(root / "old-set", n_images=5, classes=("mitochondria", "membranes"), seed=3)
+    base_dir = home / "models" / "tiny-em" / "0"
+    card = json.loads((base_dir / "card.json").read_text())
+    card["recipe"] = {"datasets": [{"path": "old-set", "split": "train", "class_map": {},
+                                    "weight": 1.0}]}
+    (base_dir / "card.json").write_text(json.dumps(card))
+    result = finetune(settings([lab_set], replay=0.3, data_root=root))
+    assert result.monitor_after and "membranes" in result.monitor_after
+    assert not math.isnan(result.monitor_before["mitochondria"])
+    lineage = load_model("lab").card.extra["lineage"]
+    assert {d["name"]: d["role"] for d in lineage["data"]} == {"lab-set": "train",
+                                                              "old-set": "replay"}
+    assert lineage["metrics"]["replay_validation"]["after"]
+
+    missing = finetune(settings([lab_set], replay=0.3, data_root=tmp_path / "nowhere",
+                                iterations=1, val_fraction=0.0))
+    assert any("old-set is not on this machine" in note for note in missing.notes)
+
+
+def test_no_common_class_is_a_clear_error(home, tmp_path):
+    golgi = write_dataset(tmp_path / "golgi-set", classes=("er",))
+    with pytest.raises(Exception, match="none is a class of the model"):
+        finetune(settings([golgi]))
+
+
+# ---------------------------------------------------------------------- the CLI
+
+
+def test_train_cli_end_to_end(home, lab_set, capsys):
+    args = ["train", "--base", "tiny-em", "--data", str(lab_set), "--out", "lab",
+            "--iterations", "4", "--crop", "64", "--batch-size", "2", "--validate-every", "2",
+            "--threads", "1", "--val-fraction", "0.25", "--add-classes", "er"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "kept lab@1 (finished), parent tiny-em@0" in out
+    assert "validation Dice on 1 held-out image(s)" in out
+
+    assert main(["train", "--out", "lab", "--resume", "--iterations", "6", "--activate"]) == 0
+    assert "kept lab@2" in capsys.readouterr().out
+    assert active_version("lab").version == "2"
+    lineage = load_model("lab").card.extra["lineage"]
+    assert lineage["time"]["steps"] == 6
+    assert lineage["settings"]["finetune"]["add_classes"][0]["name"] == "er"  # from the run
+
+    assert main(["train", "--base", "tiny-em", "--out", "lab"]) == 1
+    assert "needs --data" in capsys.readouterr().err
