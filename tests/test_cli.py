@@ -70,3 +70,20 @@ def test_unknown_model_name_is_a_clear_error(tmp_path, capsys):
     assert main(["segment", str(tmp_path / "a.tif"), "--model", "no-such-model", "--out",
                  str(tmp_path / "o")]) == 1
     assert "no model called 'no-such-model'" in capsys.readouterr().err
+
+
+def test_demo_headless_segments_the_sample_and_says_where(tmp_path, capsys):
+    import pytest
+
+    from napari_organelle.models import default_model_name
+
+    if default_model_name("fluorescence") is None:
+        pytest.skip("no bundled fluorescence model in this checkout")
+    assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "demo") in out
+    for name in ("nuclei", "mitochondria", "er", "lysosomes"):
+        labels = tifffile.imread(tmp_path / "demo" / f"{name}.tif")
+        assert labels.shape == (512, 512) and labels.any(), name
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["object_counts"]["nuclei"] >= 1

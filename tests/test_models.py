@@ -109,3 +109,34 @@ def test_bundled_models_load_and_fit_the_size_limit():
         model = load_model(info.path)
         assert model.card.training_data, "a bundled model must list its training data"
         assert all(entry.get("licence") for entry in model.card.training_data)
+
+
+@pytest.mark.parametrize("recipe_name", ["em-organelles", "fluo-organelles"])
+def test_bundled_recipes_describe_buildable_models_within_the_size_limit(recipe_name):
+    from napari_organelle.training.recipe import find_recipe
+
+    recipe = json.loads(find_recipe(recipe_name).read_text())
+    card = ModelCard.from_dict(recipe["card"])
+    network = build_network(card)
+    parameters = sum(p.numel() for p in network.parameters())
+    assert parameters * 2 <= 20 * 1024 * 1024  # float16 weights must stay under 20 MB
+    assert card.training_data and all(entry["licence"] for entry in card.training_data)
+    assert recipe["evaluate"], "a bundled model must be scored on held-out test data"
+    assert recipe["training"]["seed"] == 0
+
+
+def test_em_recipe_reads_the_shared_data_with_unannotated_classes_ignored(shared_data, tmp_path):
+    from napari_organelle.training import IGNORE, load_recipe
+
+    config, _ = load_recipe("em-organelles", tmp_path, shared_data)
+    isbi = next(spec for spec in config.datasets if spec.path.name == "em-isbi2012-membranes")
+    from napari_organelle.training import load_dataset
+
+    images = load_dataset(isbi, config.card.class_names, config.card.pixel_size_nm,
+                          names=["00"] if (isbi.path / "train" / "images" / "00.tif").exists() else None)
+    mitochondria = config.card.class_names.index("mitochondria")
+    # ISBI annotates only membranes: mitochondria there are unknown, never background
+    assert (images[0].target[mitochondria] == IGNORE).all()
+    boundary = config.card.class_names.index("cell_boundary")
+    assert set(np.unique(images[0].target[boundary])) <= {0, 1, IGNORE}
+    assert (images[0].target[boundary] == 1).any()
