@@ -26,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2048, help="image edge in pixels")
     parser.add_argument("--model", default=None, help="model name or folder (default: bundled EM)")
+    parser.add_argument("--warm-labels", action="store_true",
+                        help="add and remove a Labels layer first, so napari's one-off labels "
+                             "set-up (colormap compilation) is not counted")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "event_loop.json")
     args = parser.parse_args()
 
@@ -50,6 +53,9 @@ def main() -> None:
                   or str(info.path) == str(model_name))
     widget.model_combo.value = target
     app = QApplication.instance()
+    if args.warm_labels:
+        viewer.add_labels(np.zeros((8, 8), np.uint16), name="warm-up")
+        viewer.layers.remove("warm-up")
     for _ in range(20):  # let the window settle before measuring
         app.processEvents()
         time.sleep(0.01)
@@ -75,7 +81,7 @@ def main() -> None:
         "ticks": len(ticks), "longest_gap_ms": float(gaps.max()),
         "p99_gap_ms": float(np.percentile(gaps, 99)), "median_gap_ms": float(np.median(gaps)),
         "layers_added": [layer.name for layer in viewer.layers if layer.name != "image"],
-        "goal_ms": 100,
+        "goal_ms": 100, "warm_labels": args.warm_labels,
     }
     print(f"segmented {report['image']} in {seconds:.1f} s; event-loop gaps: median "
           f"{report['median_gap_ms']:.0f} ms, p99 {report['p99_gap_ms']:.0f} ms, longest "
