@@ -15,3 +15,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not here")
     return SHARED_DATA
+
+
+@pytest.fixture
+def no_bundled_models(tmp_path_factory, monkeypatch):
+    """Hide the bundled models, for tests that drive widgets with their own tiny models."""
+    monkeypatch.setattr("napari_organelle.models.registry.BUNDLED_DIR",
+                        tmp_path_factory.mktemp("no-bundled"))

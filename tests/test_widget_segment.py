@@ -30,7 +30,8 @@ from napari_organelle.errors import InputError
 from napari_organelle.models import ClassSpec, ModelCard, build_network, save_model
 from napari_organelle.progress import Progress
 
-pytestmark = pytest.mark.gui
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_bundled_models")]
 
 if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
         and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
@@ -405,6 +406,8 @@ def test_without_models_the_widget_says_how_to_load_one(make_napari_viewer, qtbo
                                                         monkeypatch, notifications,
                                                         tiny_model_home):
     monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(tmp_path))
+    # a checkout without the bundled models (as before they were trained)
+    monkeypatch.setattr("napari_organelle.models.registry.BUNDLED_DIR", tmp_path / "no-bundled")
     viewer = make_napari_viewer()
     viewer.add_image(cells_image((64, 64)), name="em")
     widget = make_widget(viewer)

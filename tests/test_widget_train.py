@@ -27,7 +27,7 @@ from napari_organelle.models.versions import active_version, list_versions
 from ._datasets import write_dataset
 from ._models import make_tiny_model
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_bundled_models")]
 
 if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
         and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
@@ -35,6 +35,7 @@ if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
     pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
 
 from napari_organelle._widgets.train import TrainWidget  # noqa: E402 - needs a display
+
 
 RUN_TIMEOUT_MS = 90_000
 
