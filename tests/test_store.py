@@ -74,9 +74,12 @@ def test_new_store_is_readable_without_the_plugin(store: TrainingStore) -> None:
     assert manifest_lines(store) == []
 
 
-def test_default_store_path_is_in_the_user_data_folder() -> None:
+def test_default_store_path_is_in_the_user_data_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("NAPARI_ORGANELLE_HOME", raising=False)
     path = default_store_path()
-    assert path.name == "training-store" and "napari-organelle" in str(path)
+    assert path.name == "training-store" and path.parent.name == "napari-organelle"
+    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(tmp_path))
+    assert default_store_path() == tmp_path / "training-store"  # next to the model versions
 
 
 def test_open_store_refuses_foreign_or_missing_folders(tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,38 +36,11 @@ from napari_organelle.training.sources import load_source, match_classes, split_
 from napari_organelle.training.trainer import _starting_model
 
 from ._datasets import disc_sample, write_dataset
-from ._models import make_tiny_model, tiny_card
+from ._models import tiny_card
 
 TINY = {"crop": 64, "batch_size": 2, "validate_every": 2, "threads": 1}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train much faster on one thread (on a busy machine, ten times)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny-em@0`` (mitochondria, membranes; random weights), built once."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return make_tiny_model(tmp_path_factory.mktemp("base") / "tiny-em")
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_model: Path) -> Path:
-    """A napari-organelle home holding ``tiny-em@0``."""
-    folder = tmp_path / "home"
-    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(folder))
-    shutil.copytree(base_model, folder / "models" / "tiny-em" / "0")
-    return folder
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,13 @@ from napari_organelle.models.versions import (
 
 from ._models import make_tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: much faster for tiny models on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+@pytest.fixture
+def home(private_home: Path) -> Path:
+    """An empty napari-organelle home: these tests register their own models."""
+    return private_home
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +53,6 @@ def trained(tmp_path: Path, model_folders: dict[str, Path]):
         return Path(shutil.copytree(model_folders[tag], folder / "runs" / tag))
 
     return copy
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty napari-organelle home."""
-    folder = tmp_path / "home"
-    monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(folder))
-    return folder
 
 
 def test_versions_are_numbered_and_keep_lineage(home, tmp_path, trained):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..errors import OrganelleError
 
 #: sub-command module names under ``napari_organelle.cli``
-COMMANDS = ("segment", "models", "evaluate", "train", "export", "measure", "demo")
+COMMANDS = ("segment", "models", "evaluate", "train", "store", "export", "measure", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

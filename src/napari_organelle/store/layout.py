@@ -50,12 +50,13 @@ def default_store_path() -> Path:
     """The store used when the user has not picked one.
 
     Returns:
-        ``<user data dir>/napari-organelle/training-store`` as given by
-        :func:`platformdirs.user_data_dir` (e.g. ``~/.local/share/...`` on Linux).
+        ``training-store`` in napari-organelle's user data folder (e.g.
+        ``~/.local/share/napari-organelle/`` on Linux), next to the user's
+        model versions; ``NAPARI_ORGANELLE_HOME`` moves both.
     """
-    import platformdirs  # deferred: only needed when no folder was picked
+    from ..models.registry import user_data_dir  # deferred: only needed when none was picked
 
-    return Path(platformdirs.user_data_dir("napari-organelle")) / "training-store"
+    return user_data_dir() / "training-store"
 
 
 def generator_name() -> str:
