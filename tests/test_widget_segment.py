@@ -30,7 +30,6 @@ from napari_organelle.errors import InputError
 from napari_organelle.models import ClassSpec, ModelCard, build_network, save_model
 from napari_organelle.progress import Progress
 
-
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_bundled_models")]
 
 if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")

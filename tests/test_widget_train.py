@@ -36,7 +36,6 @@ if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
 
 from napari_organelle._widgets.train import TrainWidget  # noqa: E402 - needs a display
 
-
 RUN_TIMEOUT_MS = 90_000
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -36,6 +36,7 @@ from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.utils.progress import cancelable_progress
+from psygnal import Signal
 
 from .._compat import avoid_llvm_clash
 from ..errors import OrganelleError
@@ -280,6 +281,22 @@ class TaskControls(Container):
 
     # -- running
 
+    def checked(self, make: Callable[[], T], task: str) -> T | None:
+        """``make()``, or None after telling the user why it failed.
+
+        For building a run's plan from the widget's choices before starting
+        it: a wrong choice (an :class:`OrganelleError`) is shown as it is,
+        anything else (e.g. an unreadable lazy array) is logged and described.
+        """
+        try:
+            return make()
+        except OrganelleError as error:
+            self.report_error(str(error))
+        except Exception as error:  # noqa: BLE001 - reported, never a traceback dialog
+            logger.exception("preparing the %s failed", task.lower())
+            self.report_error(describe_error(error, task))
+        return None
+
     def start(
         self,
         work: Generator[Progress, None, T],
@@ -431,6 +448,26 @@ class TaskControls(Container):
 # --------------------------------------------------------------------------- layers
 
 
+class SingleTaskDock:
+    """``worker``, ``running`` and ``cancel`` of a dock whose one task runs in ``controls``."""
+
+    controls: TaskControls
+
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The napari worker of the latest run (None before the first)."""
+        return self.controls.worker
+
+    @property
+    def running(self) -> bool:
+        """A run is in progress (until its results have been shown)."""
+        return self.controls.running
+
+    def cancel(self) -> None:
+        """Stop the run after its current step (the Cancel button)."""
+        self.controls.cancel()
+
+
 def image_layers(viewer: napari.viewer.Viewer) -> list[Image]:
     """The viewer's Image layers, top of the layer list first."""
     return [layer for layer in reversed(viewer.layers) if isinstance(layer, Image)]
@@ -449,6 +486,39 @@ def layer_choices(viewer: napari.viewer.Viewer, layer_type: type[Layer] = Image
                 if isinstance(layer, layer_type)]
 
     return choices
+
+
+class _ModelListEvents:
+    """Models or versions changed: a version was trained, chosen, imported or rolled back."""
+
+    #: emitted with the version that became the one in use, or None when only the list changed
+    changed = Signal(object)
+
+
+#: One emitter for every dock in the process, so a model trained in the Train dock
+#: shows up in the Segment dock without the user having to reopen it.
+model_list_events = _ModelListEvents()
+
+
+def connect_model_list(callback: Callable[[Any], Any]) -> Callable[..., None]:
+    """Call ``callback(info_or_none)`` whenever :data:`model_list_events` fires.
+
+    The connection is weak, as for :func:`connect_layer_list`; connect the
+    returned function to the widget's ``native.destroyed``.
+
+    Returns:
+        A function that disconnects ``callback`` again.
+    """
+    model_list_events.changed.connect(callback)
+    reference = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (
+        lambda: callback)
+
+    def disconnect(*_: Any) -> None:
+        target = reference()
+        if target is not None:
+            model_list_events.changed.disconnect(target)
+
+    return disconnect
 
 
 def connect_layer_list(viewer: napari.viewer.Viewer, callback: Callable[..., Any]
@@ -564,6 +634,37 @@ def labels_colormap(spec: ClassSpec) -> DirectLabelColormap | None:
     if spec.kind == "instance":
         return None
     return DirectLabelColormap(color_dict={None: spec.color, 0: "transparent"})
+
+
+#: (dtype, direct colormap?) pairs whose napari display set-up this process has done
+_WARMED_LABELS: set[tuple[str, bool]] = set()
+
+
+def warm_up_labels_display(layers: Iterable[tuple[np.dtype, ClassSpec]]) -> None:
+    """Do napari's one-off set-up for drawing these Labels layers now, in this (worker) thread.
+
+    The first Labels layer of a dtype and colormap in a process makes napari
+    compile its numba colour mapping and import lazily loaded modules: 2-4 s of
+    CPU on a 2-core machine (``benchmarks/event_loop.py --trace-stalls``). Done
+    on the main thread while results are added, that froze the viewer;
+    building a tiny layer of each kind here, off the main thread, leaves only
+    the per-layer cost there. Layers are models, not Qt objects, so building
+    one in a worker is safe; it is never shown.
+
+    Args:
+        layers: the dtype and class of each layer that will be added.
+    """
+    for dtype, spec in layers:
+        colormap = labels_colormap(spec)
+        key = (np.dtype(dtype).str, colormap is not None)
+        if key in _WARMED_LABELS:
+            continue
+        _WARMED_LABELS.add(key)
+        options = {} if colormap is None else {"colormap": colormap}
+        try:
+            Labels(np.zeros((4, 4), dtype), **options).refresh()
+        except Exception:  # noqa: BLE001 - only a speed-up: the real layer will report errors
+            logger.debug("warming up the display of %s labels failed", dtype, exc_info=True)
 
 
 def replace_labels_data(layer: Labels, data: np.ndarray) -> None:

@@ -56,9 +56,9 @@ from ..errors import InputError, OrganelleError
 from ..progress import Progress
 from ._common import (
     METADATA_KEY,
+    SingleTaskDock,
     TaskControls,
     connect_layer_list,
-    describe_error,
     full_resolution_data,
     labels_layers,
     logger,
@@ -449,7 +449,7 @@ def layer_length_unit(layer: Layer) -> str:
 # ---------------------------------------------------------------------- widget
 
 
-class AnalyzeWidget(Container):
+class AnalyzeWidget(SingleTaskDock, Container):
     """Measure organelle Labels layers: morphology, networks, contacts, agreement.
 
     Args:
@@ -645,11 +645,6 @@ class AnalyzeWidget(Container):
     # ------------------------------------------------------------------ state
 
     @property
-    def running(self) -> bool:
-        """A run is in progress (until its results are shown)."""
-        return self.controls.running
-
-    @property
     def tables(self) -> dict[str, pd.DataFrame]:
         """The latest run's tables, full precision, by key (empty before the first run)."""
         return self.results.tables if self.results else {}
@@ -726,24 +721,12 @@ class AnalyzeWidget(Container):
 
     def run(self) -> None:
         """Check the choices and start measuring in the background (the Measure button)."""
-        if self.running:
-            return
-        try:
-            plan = self.plan()
-        except OrganelleError as error:
-            self.controls.report_error(str(error))
-            return
-        except Exception as error:  # noqa: BLE001 - e.g. an unreadable lazy array
-            logger.exception("preparing the analysis failed")
-            self.controls.report_error(describe_error(error, TASK))
+        plan = None if self.running else self.controls.checked(self.plan, TASK)
+        if plan is None:
             return
         self.controls.start(run_analysis(plan), task=TASK,
                             on_returned=partial(self._show_results, plan),
                             cancelled_message="Cancelled: the results were not changed.")
-
-    def cancel(self) -> None:
-        """Stop the running measurement after its current step (the Cancel button)."""
-        self.controls.cancel()
 
     def plan(self) -> AnalysisPlan:
         """What Measure would do with the current choices, checked without reading pixels.

@@ -838,16 +838,9 @@ class CorrectWidget(Container):
 
     def save(self) -> None:
         """Check the choices and save the corrections in the background (the Save button)."""
-        if self.save_controls.running:
-            return
-        try:
-            plan = self.plan_save()
-        except OrganelleError as error:
-            self.save_controls.report_error(str(error))
-            return
-        except Exception as error:  # noqa: BLE001 - e.g. an unreadable lazy array
-            logger.exception("preparing the save failed")
-            self.save_controls.report_error(describe_error(error, SAVE_TASK))
+        controls = self.save_controls
+        plan = None if controls.running else controls.checked(self.plan_save, SAVE_TASK)
+        if plan is None:
             return
         self.save_controls.start(
             run_save_plan(plan), task=SAVE_TASK, on_returned=partial(self._on_saved, plan),

@@ -23,13 +23,12 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
-from napari.qt.threading import GeneratorWorker
 
 from ..devices import available_devices
 from ..errors import InputError, ModelError, OrganelleError
@@ -40,20 +39,22 @@ from ..models.io import CARD_FILE, WEIGHTS_FILE
 from ..models.versions import active_version
 from ..progress import Progress
 from ._common import (
+    PROGRESS_STEPS,
+    SingleTaskDock,
     TaskControls,
     add_or_update_labels,
     connect_layer_list,
-    describe_error,
+    connect_model_list,
     full_resolution_data,
     image_layers,
     layer_choices,
     layer_pixel_size_nm,
-    logger,
     scaled_progress,
     spatial_transform,
+    warm_up_labels_display,
 )
 
-__all__ = ["SegmentJob", "SegmentPlan", "SegmentWidget", "run_segment_plan"]
+__all__ = ["SegmentJob", "SegmentOutcome", "SegmentPlan", "SegmentWidget", "run_segment_plan"]
 
 TASK = "Segmentation"
 
@@ -112,15 +113,17 @@ class SegmentPlan:
     keep_previous: bool = False
 
 
-def run_segment_plan(plan: SegmentPlan
-                     ) -> Generator[Progress, None, list[tuple[SegmentJob, SegmentationResult]]]:
+def run_segment_plan(plan: SegmentPlan) -> Generator[Progress, None, list[SegmentOutcome]]:
     """Segment every job of ``plan`` in turn, yielding progress over the whole plan.
 
     Runs in the worker thread: loads the model (cached by the core) and calls
-    :func:`~napari_organelle.inference.segment_iter` once per job.
+    :func:`~napari_organelle.inference.segment_iter` once per job. Everything
+    that reads every pixel of a result (object counts for the status line,
+    napari's first-time labels set-up) is done here too, so adding the layers
+    on the main thread keeps the viewer responsive.
 
     Returns:
-        Each job with its result, in order.
+        Each job with its result and a description of what was found, in order.
     """
     from ..inference import segment_iter
     from ..models import load_model
@@ -134,11 +137,25 @@ def run_segment_plan(plan: SegmentPlan
                             **plan.options)
         prefix = f"{job.source}, " if count > 1 else ""
         result = yield from scaled_progress(work, index / count, (index + 1) / count, prefix)
-        results.append((job, result))
+        amounts = {name: _describe_amount(labels, result.classes[name].kind)
+                   for name, labels in result.labels.items()}
+        results.append(SegmentOutcome(job, result, amounts))
+    yield Progress(PROGRESS_STEPS, PROGRESS_STEPS, "preparing the display")
+    warm_up_labels_display((labels.dtype, outcome.result.classes[name])
+                           for outcome in results for name, labels in outcome.result.labels.items())
     return results
 
 
-class SegmentWidget(Container):
+class SegmentOutcome(NamedTuple):
+    """One job's result, as the worker hands it to the main thread."""
+
+    job: SegmentJob
+    result: SegmentationResult
+    #: per class, what was found for the status line (``12 objects``, ``31% of pixels``)
+    amounts: dict[str, str]
+
+
+class SegmentWidget(SingleTaskDock, Container):
     """Segment organelles in image layers with a model; one Labels layer per organelle.
 
     Args:
@@ -237,21 +254,12 @@ class SegmentWidget(Container):
         self.run_button.clicked.connect(self.run)
         self._disconnect_layers = connect_layer_list(viewer, self._on_layers_changed)
         self.native.destroyed.connect(self._disconnect_layers)
+        self.native.destroyed.connect(connect_model_list(self.refresh_models))
 
         self._on_model_changed(self.model_combo.value)
         self._suggest_pixel_size()
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def worker(self) -> GeneratorWorker | None:
-        """The napari worker of the latest run (None before the first)."""
-        return self.controls.worker
-
-    @property
-    def running(self) -> bool:
-        """A run is in progress (until its layers have been added)."""
-        return self.controls.running
 
     @property
     def card(self) -> ModelCard | None:
@@ -276,9 +284,21 @@ class SegmentWidget(Container):
 
     # ------------------------------------------------------------------ models
 
-    def refresh_models(self) -> None:
-        """Look for installed models again (e.g. after training a new version)."""
+    def refresh_models(self, in_use: ModelInfo | None = None) -> None:
+        """Look for installed models again (e.g. after training a new version).
+
+        Args:
+            in_use: a version that was just made the one in use (Train dock's
+                "Use this model" or a rollback); it becomes the chosen model, so
+                the next run segments with it.
+        """
         self.model_combo.reset_choices()
+        if in_use is None:
+            return
+        for choice in self.model_combo.choices:
+            if isinstance(choice, ModelInfo) and choice.path == in_use.path:
+                self.model_combo.value = choice
+                return
 
     def load_model_file(self, path: str | Path) -> ModelInfo:
         """Add a model that is not installed to the model list, and choose it.
@@ -423,16 +443,8 @@ class SegmentWidget(Container):
 
     def run(self) -> None:
         """Check the choices and start segmenting in the background (the Run button)."""
-        if self.running:
-            return
-        try:
-            plan = self.plan()
-        except OrganelleError as error:
-            self.controls.report_error(str(error))
-            return
-        except Exception as error:  # noqa: BLE001 - e.g. an unreadable lazy array
-            logger.exception("preparing the segmentation failed")
-            self.controls.report_error(describe_error(error, TASK))
+        plan = None if self.running else self.controls.checked(self.plan, TASK)
+        if plan is None:
             return
         card = self._card
         for job in plan.jobs:
@@ -445,10 +457,6 @@ class SegmentWidget(Container):
             run_segment_plan(plan), task=TASK,
             on_returned=partial(self._show_results, plan),
             cancelled_message="Cancelled: no layers were added or changed.")
-
-    def cancel(self) -> None:
-        """Stop the running segmentation; nothing is added (the Cancel button)."""
-        self.controls.cancel()
 
     def plan(self) -> SegmentPlan:
         """What Run would do with the current choices, checked without reading pixels.
@@ -516,15 +524,14 @@ class SegmentWidget(Container):
                           classes=tuple(classes), transform=spatial_transform(layer),
                           modality=modality if isinstance(modality, str) else None)
 
-    def _show_results(self, plan: SegmentPlan,
-                      results: list[tuple[SegmentJob, SegmentationResult]]) -> None:
+    def _show_results(self, plan: SegmentPlan, results: list[SegmentOutcome]) -> None:
         """Add or update one Labels layer per organelle and image (main thread)."""
         layers: list[Labels] = []
         notes: list[str] = []
         found: list[str] = []
         nothing: list[str] = []
         pixel_size = plan.options.get("pixel_size_nm")
-        for job, result in results:
+        for job, result, amounts in results:
             provenance = {"model": result.model}
             if pixel_size:
                 provenance["pixel_size_nm"] = pixel_size
@@ -535,11 +542,11 @@ class SegmentWidget(Container):
                     transform=job.transform, provenance=provenance,
                     keep_previous=plan.keep_previous))
                 where = class_name if len(results) == 1 else f"{class_name} in {job.source}"
-                amount = _describe_amount(labels, spec.kind)
+                amount = amounts[class_name]
                 (found if amount else nothing).append(f"{where}: {amount}" if amount else where)
             notes.extend(note for note in result.notes if note not in notes)
         self.last_layers = layers
-        self.last_result = _merge_results([result for _, result in results])
+        self.last_result = _merge_results([outcome.result for outcome in results])
 
         for note in notes:
             self.controls.report_warning(note)

@@ -31,7 +31,6 @@ from magicgui.widgets import (
     SpinBox,
     Table,
 )
-from napari.qt.threading import GeneratorWorker
 from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QStyledItemDelegate
 
 from ..devices import available_devices
@@ -47,7 +46,7 @@ from ..training.finetune import (
     finetune_iter,
     register_run,
 )
-from ._common import TaskControls, logger
+from ._common import SingleTaskDock, TaskControls, connect_model_list, logger, model_list_events
 from ._training_plot import TrainingPlot
 
 __all__ = ["TrainWidget"]
@@ -56,7 +55,7 @@ TASK = "Training"
 NO_LIMIT = 0
 
 
-class TrainWidget(Container):
+class TrainWidget(SingleTaskDock, Container):
     """Fine-tune a model in the background with a live plot; keep the result as a version.
 
     Args:
@@ -166,22 +165,13 @@ class TrainWidget(Container):
         self.start_button.clicked.connect(self.start)
         self.use_button.clicked.connect(self.use_trained_model)
         self.rollback_button.clicked.connect(self.use_selected_version)
+        self.native.destroyed.connect(connect_model_list(self.refresh_models))
         self._on_base_changed(self.base_combo.value)
 
     # ------------------------------------------------------------------ state
 
-    @property
-    def worker(self) -> GeneratorWorker | None:
-        """The napari worker of the latest run (None before the first)."""
-        return self.controls.worker
-
-    @property
-    def running(self) -> bool:
-        """Training is in progress."""
-        return self.controls.running
-
-    def refresh_models(self) -> None:
-        """Look for models and versions again."""
+    def refresh_models(self, _in_use: ModelInfo | None = None) -> None:
+        """Look for models and versions again (after any dock trained or chose one)."""
         self.base_combo.reset_choices()
         self.versions_combo.reset_choices()
 
@@ -215,12 +205,8 @@ class TrainWidget(Container):
 
     def start(self) -> None:
         """Check the choices and start training in the background (the Start button)."""
-        if self.running:
-            return
-        try:
-            settings = self.settings()
-        except OrganelleError as error:
-            self.controls.report_error(str(error))
+        settings = None if self.running else self.controls.checked(self.settings, TASK)
+        if settings is None:
             return
         self._settings = settings
         self.last_result = None
@@ -233,10 +219,6 @@ class TrainWidget(Container):
             on_finished=self._on_finished,
             cancelled_message="Cancelled: keeping the best model so far…")
         worker.yielded.connect(self._on_report)
-
-    def cancel(self) -> None:
-        """Stop training; the best model so far is kept as a version (the Cancel button)."""
-        self.controls.cancel()
 
     def _on_report(self, report: object) -> None:
         if isinstance(report, Progress) and report.data:
@@ -261,7 +243,7 @@ class TrainWidget(Container):
         """Fill the table and the versions list (main thread)."""
         self.last_result = result
         self.plot.redraw()
-        self.refresh_models()
+        model_list_events.changed.emit(None)  # refreshes this dock's lists too
         if result.version is None:
             self.controls.set_status(f"Training {result.stopped} before the first checkpoint: "
                                      "nothing was kept.")
@@ -300,7 +282,7 @@ class TrainWidget(Container):
         except OrganelleError as error:
             self.controls.report_error(str(error))
             return
-        self.refresh_models()
+        model_list_events.changed.emit(info)  # refreshes this dock's lists too
         self._choose_version(info)
         self.controls.set_status(f"{info.name} now means {info.full_name}.")
 
