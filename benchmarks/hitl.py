@@ -30,7 +30,7 @@ Usage::
 
     python benchmarks/hitl.py                        # base 30 min (once), fine-tune 10 min
     python benchmarks/hitl.py --quick                # smoke run, about 3 minutes
-    python benchmarks/hitl.py --base-minutes 60 --minutes 10 --replay 0.25 --device cuda
+    python benchmarks/hitl.py --base-minutes 60 --minutes 10 --replay 0.25 --learning-rate 1e-3
     python benchmarks/hitl.py --base runs/my-epfl-model/best
 
 Results: ``benchmarks/results/hitl.json`` (``hitl-quick.json`` with ``--quick``)
@@ -133,9 +133,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"fine-tuning time ({FULL.minutes:g})")
     parser.add_argument("--corrections", nargs="+", default=["00", "08"], metavar="STEM",
                         help=f"{NEW_DOMAIN} training images used as corrections (00 08)")
-    parser.add_argument("--replay", type=float, default=0.25,
-                        help="share of each batch from the base training data (0.25)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--replay", type=float, default=0.5,
+                        help="share of each batch from the base training data (0.5)")
+    parser.add_argument("--learning-rate", type=float, default=3e-4,
+                        help="peak learning rate (3e-4, the fine-tuning default)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--seed", type=int, default=0)

@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="crops per step (4 on a CPU, 8 on a GPU)")
     parser.add_argument("--crop", type=int, metavar="PX", help="crop edge in pixels (256)")
     parser.add_argument("--learning-rate", type=float, metavar="LR",
-                        help="peak learning rate (0.001)")
+                        help="peak learning rate (fine-tuning: 0.0003)")
     parser.add_argument("--validate-every", type=int, metavar="N", help="steps between validations")
     parser.add_argument("--patience", type=int, metavar="N",
                         help="validations without improvement before stopping (6; 0: never)")
