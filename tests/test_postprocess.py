@@ -27,6 +27,29 @@ def test_an_elongated_tube_stays_one_object():
     assert label_instances(mask).max() == 1
 
 
+def arc(shape, centre, radius, width, start_deg, stop_deg):
+    """A curved tube: the part of a ring between two angles."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    distance = np.hypot(yy - centre[0], xx - centre[1])
+    angle = np.degrees(np.arctan2(yy - centre[0], xx - centre[1]))
+    return (np.abs(distance - radius) < width / 2) & (angle >= start_deg) & (angle <= stop_deg)
+
+
+def test_curved_tubes_and_round_objects_are_not_cut_at_equal_peaks():
+    # A curved tube's distance map peaks many times along its centre line at
+    # *equal* heights (square roots of the same integers), with tiny dips between;
+    # h-maxima keeps all of them, and before the saddle check each became an object.
+    tube = arc((120, 120), (60, 60), 40, 9, -150, 150)
+    assert label_instances(tube, min_size=20).max() == 1
+    blob = disc((80, 80), (40, 40), 24.7) | disc((80, 80), (40, 41), 24.7)  # peaks at two pixels
+    assert label_instances(blob).max() == 1
+    # a real neck is still cut: two such tubes joined by a thin bridge
+    pair = arc((120, 240), (60, 60), 40, 9, -60, 60) | arc((120, 240), (60, 180), 40, 9, 120, 240)
+    pair[59:62, 95:146] = True  # 3 px wide: narrower than half the tubes' 9 px
+    labels = label_instances(pair, min_size=20)
+    assert labels.max() == 2 and labels[60, 100] != labels[60, 140]  # one per tube
+
+
 def test_tiny_objects_are_removed_and_ids_are_compact():
     mask = np.zeros((50, 50), bool)
     mask[5:15, 5:15] = True

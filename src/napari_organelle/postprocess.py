@@ -102,6 +102,8 @@ def _split_touching(labels: np.ndarray, min_size: int, neck_ratio: float) -> np.
         distance = ndi.distance_transform_edt(component)
         depth = max(1.5, (1.0 - neck_ratio) * float(distance.max()))
         markers, n_markers = ndi.label(h_maxima(distance, depth))
+        if n_markers >= 2:
+            markers, n_markers = _merge_shallow_markers(distance, markers, n_markers, depth)
         if n_markers < 2:
             continue
         pieces = watershed(-distance, markers, mask=component)
@@ -116,6 +118,46 @@ def _split_touching(labels: np.ndarray, min_size: int, neck_ratio: float) -> np.
             region[pieces == piece] = next_label
             next_label += 1
     return labels
+
+
+def _merge_shallow_markers(distance: np.ndarray, markers: np.ndarray, count: int,
+                           depth: float) -> tuple[np.ndarray, int]:
+    """Merge h-maxima markers that are not separated by a saddle ``depth`` below the lower peak.
+
+    ``h_maxima`` keeps every maximum whose reconstruction residue reaches
+    ``depth``; peaks of *equal* height (common in a Euclidean distance map,
+    whose values are square roots of integers) all pass, however shallow the
+    saddle between them. A round mitochondrion whose distance map peaks at two
+    pixels of the same value was therefore cut in half. Two markers stay
+    apart only if, at ``min(peak_a, peak_b) - depth``, they lie in different
+    components of the distance map above that level.
+    """
+    peaks = np.asarray(ndi.maximum(distance, markers, np.arange(1, count + 1)), dtype=float)
+    parent = list(range(count + 1))
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    positions = [tuple(int(c[0]) for c in np.nonzero(markers == marker)) for marker in
+                 range(1, count + 1)]
+    for level in sorted(set(peaks - depth)):
+        cores, _ = ndi.label(distance > level)
+        for first in range(count):
+            for second in range(first + 1, count):
+                if min(peaks[first], peaks[second]) - depth != level:
+                    continue
+                if cores[positions[first]] == cores[positions[second]]:
+                    parent[root(second + 1)] = root(first + 1)
+    roots = sorted({root(marker) for marker in range(1, count + 1)})
+    if len(roots) == count:
+        return markers, count
+    lookup = np.zeros(count + 1, dtype=markers.dtype)
+    for marker in range(1, count + 1):
+        lookup[marker] = roots.index(root(marker)) + 1
+    return lookup[markers], len(roots)
 
 
 def _relabel_compact(labels: np.ndarray) -> np.ndarray:
