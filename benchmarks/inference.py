@@ -3,16 +3,18 @@
 For each image size, each method runs in its own fresh process (so peak memory
 is its own): the same network, tile, overlap, batch and Gaussian blending.
 
-- ``ours``: :func:`napari_organelle.tiling.predict_plane` (strip buffer, 8-bit output)
-  followed by thresholding, as ``segment`` does.
+- ``ours``: :func:`napari_organelle.tiling.predict_plane` (strip buffer) thresholding each
+  finished row as it is written (0/1 masks out, no probability image), as ``segment``
+  does for an image at the model's pixel size.
 - ``monai``: ``monai.inferers.sliding_window_inference`` with ``mode="gaussian"``,
   ``sigma_scale=0.125`` on a float32 tensor of the normalised image, then thresholding.
 - ``segment``: the whole ``napari_organelle.segment`` (normalisation, rescaling to
   the model's pixel size, tiling, instance post-processing).
 
-Memory is the peak resident size of the process minus its size once the model
-is loaded and the input image exists (both methods need those), i.e. the
-working memory of the method. Ratios are machine-independent enough to compare.
+Memory is the peak resident size of the process while the method runs (the
+kernel's high-water mark is reset just before it starts) minus its size once
+the model is loaded and the input image exists (both methods need those), i.e.
+the working memory of the method. Ratios are machine-independent enough to compare.
 
 Usage::
 
@@ -43,7 +45,29 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_rss() -> bool:
+    """Start the peak resident size afresh (Linux: ``5`` into ``clear_refs`` resets VmHWM).
+
+    Without it the peak would include whatever came before the method ran, such
+    as the temporaries of generating the test image.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
+    """Peak resident size since :func:`reset_peak_rss` (VmHWM), else since the process began."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -58,7 +82,7 @@ def make_image(size: int, seed: int = 0) -> np.ndarray:
     for y in range(0, size, block):
         rows = min(block, size - y)
         smooth = zoom(coarse[y // 64: (y + rows) // 64 + 2], 64, order=1)[:rows, :size]
-        noise = rng.normal(0, 20, (rows, size)).astype(np.float32)
+        noise = rng.standard_normal((rows, size), dtype=np.float32) * 20
         image[y:y + rows] = np.clip(smooth * 200 + 20 + noise, 0, 255).astype(np.uint8)
     return image
 
@@ -83,6 +107,7 @@ def worker(method: str, size: int, args: argparse.Namespace) -> dict:
     n_classes = len(model.card.classes)
     image = make_image(size)
     baseline = rss_bytes()
+    peak_is_own = reset_peak_rss()
     started = time.perf_counter()
     if method == "ours":
         from napari_organelle.image_input import plane_statistics
@@ -93,10 +118,10 @@ def worker(method: str, size: int, args: argparse.Namespace) -> dict:
         plane = image[None]
         lows, highs, _ = plane_statistics(plane, 1.0, 99.8)
         predictor = _BatchPredictor(model, torch.device("cpu"), tta=False)
-        probabilities = run(predict_plane(plane, predictor, n_classes, tile=args.tile,
-                                          overlap=args.overlap, batch_size=args.batch,
-                                          normalize=_normalizer(lows, highs)))
-        masks = probabilities >= 128
+        thresholds = [spec.threshold for spec in model.card.classes]
+        masks = run(predict_plane(plane, predictor, n_classes, tile=args.tile,
+                                  overlap=args.overlap, batch_size=args.batch,
+                                  normalize=_normalizer(lows, highs), thresholds=thresholds))
     elif method == "monai":
         from monai.inferers import sliding_window_inference
 
@@ -126,6 +151,7 @@ def worker(method: str, size: int, args: argparse.Namespace) -> dict:
     return {"method": method, "size": size, "megapixels": size * size / 1e6,
             "seconds": seconds, "mpix_per_s": size * size / 1e6 / seconds,
             "working_memory_mb": max(0, peak - baseline) / 1e6, "peak_rss_mb": peak / 1e6,
+            "peak_since_method_start": peak_is_own,
             "weights": weights, "classes": n_classes}
 
 

@@ -52,3 +52,17 @@ def test_gaussian_weight_peaks_in_the_centre_and_never_reaches_zero():
 def test_overlap_out_of_range_is_refused():
     with pytest.raises(ValueError):
         run(predict_plane(np.zeros((1, 64, 64)), identity_predictor, 1, tile=64, overlap=0.95))
+
+
+def test_thresholds_give_the_masks_of_the_blended_probabilities():
+    rng = np.random.default_rng(1)
+    plane = rng.random((2, 300, 517)).astype(np.float32)  # two "classes" through the identity
+    masks = run(predict_plane(plane, identity_predictor, 2, tile=128, overlap=0.25,
+                              thresholds=[0.5, 0.8]))
+    assert masks.shape == plane.shape and masks.dtype == np.uint8
+    assert set(np.unique(masks)) <= {0, 1}
+    clear = np.abs(plane - np.array([0.5, 0.8])[:, None, None]) > 1e-4  # away from float ties
+    expected = plane >= np.array([0.5, 0.8])[:, None, None]
+    np.testing.assert_array_equal(masks[clear], expected[clear])
+    with pytest.raises(ValueError, match="thresholds"):
+        run(predict_plane(plane, identity_predictor, 2, tile=128, thresholds=[0.5]))

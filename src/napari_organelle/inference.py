@@ -179,15 +179,20 @@ def segment_iter(
                 raw = _resize_plane(raw, scale)
             normalize = _normalizer(lows, highs)
             output_index = [card.class_names.index(name) for name in names]
-            probabilities = yield from _with_plane_progress(
+            # At the image's own pixel size the tiler thresholds as it writes, so no
+            # probability image is held; rescaled planes need the probabilities to resize.
+            thresholds = [specs[name].threshold for name in names] if scale == 1.0 else None
+            predicted = yield from _with_plane_progress(
                 predict_plane(raw, predictor.for_classes(output_index), len(names), tile=tile,
-                              overlap=overlap, batch_size=batch, normalize=normalize),
+                              overlap=overlap, batch_size=batch, normalize=normalize,
+                              thresholds=thresholds),
                 done_planes, total_planes)
             if scale != 1.0:
-                probabilities = _resize_probabilities(probabilities, prepared.plane_shape)
+                predicted = _resize_probabilities(predicted, prepared.plane_shape)
             for channel, name in enumerate(names):
                 spec = specs[name]
-                mask = probabilities_to_mask(probabilities[channel], spec.threshold)
+                mask = (predicted[channel] if thresholds is not None
+                        else probabilities_to_mask(predicted[channel], spec.threshold))
                 if spec.kind == "semantic":
                     outputs[name][index] = mask
                     continue

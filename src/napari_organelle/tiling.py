@@ -14,7 +14,7 @@ plus the 8-bit output, whatever the image height.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 
@@ -62,8 +62,9 @@ def predict_plane(
     overlap: float = 0.25,
     batch_size: int = 4,
     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
-    """Predict one plane tile by tile; yields progress, returns uint8 probabilities.
+    """Predict one plane tile by tile; yields progress, returns uint8 probabilities or masks.
 
     Args:
         plane: ``(C, Y, X)`` raw image (any numeric dtype).
@@ -74,12 +75,19 @@ def predict_plane(
         batch_size: tiles per forward pass.
         normalize: maps a raw ``(C, T, T)`` tile to float32 network input;
             applying it per tile keeps the whole plane from being copied to float.
+        thresholds: one probability per class; when given, each finished row of
+            the strip is thresholded as it is written and the result is the
+            0/1 masks, so no probability image is ever held (for a caller that
+            only needs masks, it halves the peak memory of mask + probabilities).
 
     Returns:
-        ``(K, Y, X)`` uint8 array of probabilities scaled to 0..255.
+        ``(K, Y, X)`` uint8 array: probabilities scaled to 0..255, or 0/1 masks
+        (``probability >= threshold``) when ``thresholds`` is given.
     """
     if not 0 <= overlap < 0.9:
         raise ValueError(f"overlap must be in [0, 0.9), got {overlap}")
+    if thresholds is not None and len(thresholds) != n_classes:
+        raise ValueError(f"{len(thresholds)} thresholds for {n_classes} classes")
     channels, height, width = plane.shape
     pad_y, pad_x = max(0, tile - height), max(0, tile - width)
     if pad_y or pad_x:
@@ -112,7 +120,8 @@ def predict_plane(
         # Rows above the next tile row will receive no more contributions.
         next_y = ys[row + 1] if row + 1 < len(ys) else y + tile
         finished = next_y - y
-        _write_rows(output, strip[:, :finished], strip_weight[:finished], y, height, width)
+        _write_rows(output, strip[:, :finished], strip_weight[:finished], y, height, width,
+                    thresholds)
         strip[:, : tile - finished] = strip[:, finished:]
         strip[:, tile - finished:] = 0
         strip_weight[: tile - finished] = strip_weight[finished:]
@@ -121,11 +130,18 @@ def predict_plane(
 
 
 def _write_rows(output: np.ndarray, rows: np.ndarray, row_weight: np.ndarray, y: int,
-                height: int, width: int) -> None:
+                height: int, width: int, thresholds: Sequence[float] | None = None) -> None:
     stop = min(y + rows.shape[1], height)
     if stop <= y:
         return  # rows of padding only
     count = stop - y
+    if thresholds is not None:
+        weight = row_weight[:count, :width]
+        for channel, threshold in enumerate(thresholds):
+            # weighted sum >= threshold * weight: the blended probability, without dividing
+            np.greater_equal(rows[channel, :count, :width], threshold * weight,
+                             out=output[channel, y:stop].view(bool))
+        return
     blended = rows[:, :count, :width] / row_weight[None, :count, :width]
     np.multiply(blended, 255.0, out=blended)
     np.add(blended, 0.5, out=blended)
