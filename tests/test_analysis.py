@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from napari_organelle.analysis import (
+    TABLES,
     agreement_heatmap,
     analyze_network,
+    cell_regions,
     compare_folders,
     compare_labels,
     distance_to,
@@ -24,14 +26,16 @@ from napari_organelle.analysis import (
     object_properties,
     size_histogram_figure,
     summarize_by_cell,
+    write_measurements,
 )
 from napari_organelle.errors import InputError
 from napari_organelle.progress import Progress
 
 
 @pytest.mark.parametrize(
-    "module", ["analysis", "analysis.agreement", "analysis.contacts", "analysis.measurements",
-               "analysis.morphology", "analysis.networks", "analysis.plots"])
+    "module", ["analysis", "analysis.agreement", "analysis.cells", "analysis.contacts",
+               "analysis.measurements", "analysis.morphology", "analysis.networks",
+               "analysis.plots", "analysis.results"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(f"napari_organelle.{module}"),
                              optionflags=doctest.NORMALIZE_WHITESPACE)
@@ -434,9 +438,21 @@ def test_measure_iter_reports_progress_and_gathers_tables():
     assert result.networks.loc["er", "n_junctions"] == 1
     assert result.networks.loc["er", "total_length"] == pytest.approx((35 + 35) * 10.0)
     assert result.contacts[["a", "b"]].values.tolist() == [["er", "mito"], ["mito", "er"]]
-    assert set(result.skeletons) == {"er", "mito"} and ("er", "mito") in result.contact_sites
+    assert set(result.skeletons) == {"er", "mito"}
+    assert set(result.contact_analyses) == {("er", "mito"), ("mito", "er")}
+    assert result.contact_analyses[("er", "mito")].sites.max() == 1
     assert set(result.per_cell["organelle"]) == {"mito", "er"}
     assert {"organelle", "network", "length"} <= set(result.branches.columns)
+    # every pair's sites and both sides' objects, named by the pair
+    assert result.contact_sites[["a", "b", "site"]].values.tolist() == [["er", "mito", 1],
+                                                                       ["mito", "er", 1]]
+    sides = result.contact_objects[["a", "b", "organelle"]].values.tolist()
+    assert sides == [["er", "mito", "er"], ["er", "mito", "mito"], ["er", "mito", "mito"],
+                     ["mito", "er", "mito"], ["mito", "er", "mito"], ["mito", "er", "er"]]
+    assert result.contact_objects["in_contact"].tolist() == [True, True, False,
+                                                             True, False, True]
+    assert list(result.tables()) == [key for key in TABLES if not key.startswith("agreement")]
+    assert result.unit == "nm" and result.notes == () and result.seconds > 0
 
 
 def test_measure_rejects_unknown_names_and_missing_distance():
@@ -445,10 +461,157 @@ def test_measure_rejects_unknown_names_and_missing_distance():
         measure(layers, networks=["er"])
     with pytest.raises(InputError, match="distance"):
         measure({**layers, "er": np.zeros((5, 5), np.uint8)}, contacts=[("er", "mito")])
-    with pytest.raises(InputError, match="differ in shape"):
-        measure({**layers, "er": np.zeros((5, 6), np.uint8)}, networks=["er"])
+    with pytest.raises(InputError, match="'er' and 'mito' differ in shape"):
+        measure({**layers, "er": np.zeros((5, 6), np.uint8)}, contacts=[("er", "mito")],
+                distance=1.0)
+    with pytest.raises(InputError, match="morphology organelle.*'golgi'"):
+        measure(layers, morphology=["golgi"])
     with pytest.raises(InputError, match="nothing to measure"):
         measure({})
+    with pytest.raises(InputError, match="nothing to measure"):
+        measure(layers, morphology=())
+    with pytest.raises(InputError, match="not both"):
+        measure({**layers, "b": layers["mito"]}, agreement=("mito", "b"),
+                agreement_folders=("p", "c"))
+
+
+def test_cells_come_from_nuclei_or_boundaries():
+    boundaries = np.zeros((12, 20), np.uint8)
+    boundaries[2, 2:18] = boundaries[9, 2:18] = 1
+    boundaries[2:10, 2] = boundaries[2:10, 10] = boundaries[2:10, 17] = 1
+    cells = cell_regions(boundaries, "boundaries", scale=(1.0, 1.0))
+    # two enclosed cells; the outside touches the image edge and is no cell
+    assert np.unique(cells).tolist() == [0, 1, 2]
+    assert cells[5, 5] == 1 and cells[5, 13] == 2 and cells[0, 0] == 0
+
+    nuclei = np.zeros((1, 30), np.uint8)
+    nuclei[0, 5] = nuclei[0, 15] = 1  # a mask: each component is a nucleus
+    grown = cell_regions(nuclei, "nuclei", scale=(0.5, 0.5), grow_by=2.0)
+    assert grown[0].tolist() == [0] + [1] * 9 + [0] + [2] * 9 + [0] * 10  # 4 px each way
+    labelled = np.zeros((4, 4), np.uint16)
+    labelled[:, 2:] = 7
+    np.testing.assert_array_equal(cell_regions(labelled, "labels"), labelled)
+    with pytest.raises(InputError, match="cell labels, nuclei or boundaries"):
+        cell_regions(labelled, "cytoplasm")
+
+
+def test_the_pipeline_summarizes_per_cell_from_nuclei_or_boundaries():
+    mito = np.zeros((20, 40), np.uint16)
+    mito[8:11, 9:12] = 1
+    mito[8:11, 18:21] = 2
+    mito[8:11, 29:32] = 3
+    nuclei = np.zeros_like(mito)
+    nuclei[9, 10] = 1
+    nuclei[9, 30] = 2
+    # nuclei grown by 10 nm (5 px) take in objects 1 and 3; object 2 is 8 px from either
+    result = measure({"mito": mito}, 2.0, cells=nuclei, cells_kind="nuclei", grow_nuclei_by=10.0,
+                     cells_name="nuclei", unit="nm")
+    assert result.objects["cell"].tolist() == [1, 0, 2]
+    assert result.per_cell[["organelle", "cell", "n_objects"]].values.tolist() == [
+        ["mito", 1, 1], ["mito", 2, 1]]
+    assert result.per_cell["cell_area"].tolist() == [81 * 4.0] * 2  # discs of radius 5 px
+    ungrown = measure({"mito": mito}, 2.0, cells=nuclei, cells_kind="nuclei")
+    assert ungrown.objects["cell"].tolist() == [0, 0, 0]  # one pixel of nine in each nucleus
+
+    walls = np.zeros_like(mito)
+    walls[[2, 17], 1:39] = 1
+    walls[2:18, [1, 20, 38]] = 1
+    result = measure({"mito": mito}, cells=walls, cells_kind="boundaries")
+    assert result.objects["cell"].tolist() == [1, 1, 2]
+    assert result.per_cell["n_objects"].tolist() == [2, 1]
+
+    # boundaries that enclose nothing: no per-cell table, and a note says why
+    open_walls = np.zeros_like(mito)
+    open_walls[:, 20] = 1
+    result = measure({"mito": mito}, cells=open_walls, cells_kind="boundaries",
+                     cells_name="membranes")
+    assert result.per_cell is None and "per_cell" not in result.tables()
+    note = ("The cell boundaries in 'membranes' enclose no cell away from the image edge; the "
+            "per-cell table is left out.")
+    assert result.notes == (note,)
+    with pytest.raises(InputError, match=r"'mito' and the cells \('nuclei'\) differ in shape"):
+        measure({"mito": mito}, cells=nuclei[:, :30], cells_name="nuclei")
+
+
+def test_the_pipeline_measures_chosen_layers_each_at_its_own_pixel_size():
+    lysosomes = np.zeros((10, 10), np.uint8)
+    lysosomes[2:4, 2:4] = 1
+    er = np.zeros((30, 30), np.uint8)
+    er[15, 5:25] = 1
+    empty = np.zeros((10, 10), np.uint8)
+    steps = []
+    work = measure_iter({"lysosomes": lysosomes, "er": er, "empty": empty},
+                        {"lysosomes": (0.5, 0.5), "er": (2.0, 2.0), "empty": (1.0, 1.0)},
+                        unit={"lysosomes": "µm", "er": "nm", "empty": "px"},
+                        morphology=["lysosomes", "empty"], networks=["er"])
+    try:
+        while True:
+            steps.append(next(work).message)
+    except StopIteration as finished:
+        result = finished.value
+    assert steps == ["morphology of lysosomes", "morphology of empty", "network of er"]
+    assert result.summary.index.tolist() == ["lysosomes", "empty"]  # the ER is not measured
+    assert result.summary.loc["lysosomes", "total_area"] == 4 * 0.25
+    assert result.summary["unit"].tolist() == ["µm", "px"]
+    assert result.networks.loc["er", "total_length"] == pytest.approx(19 * 2.0)
+    assert result.networks.loc["er", "unit"] == "nm"
+    assert result.unit == "µm"  # the first layer's, for the plots
+    note = "Layer 'empty' is empty (no labelled pixels): its measures are zero or n/a."
+    assert result.notes == (note,)
+    with pytest.raises(InputError, match="differ in pixel size"):
+        measure({"a": lysosomes, "b": lysosomes}, {"a": 1.0, "b": 2.0}, morphology=(),
+                contacts=[("a", "b")], distance=1.0)
+    with pytest.raises(InputError, match="no pixel size is given for 'b'"):
+        measure({"a": lysosomes, "b": lysosomes}, {"a": 1.0})
+
+
+def test_the_pipeline_compares_two_layers_or_two_folders(tmp_path):
+    import tifffile
+
+    proposal = np.zeros((20, 20), np.uint8)
+    proposal[2:10, 2:10] = 1
+    corrected = proposal.copy()
+    corrected[12:16, 12:16] = 1
+    result = measure({"proposal": proposal, "corrected": corrected}, morphology=(),
+                     agreement=("proposal", "corrected"), agreement_class="mito")
+    assert result.agreement.index.tolist() == ["mito"]
+    assert result.agreement.loc["mito", "recall"] == pytest.approx(64 / 80)
+    assert result.agreement_per_image is None and result.compared == ("proposal", "corrected")
+    assert list(result.tables()) == ["agreement"]
+
+    for name, image in (("a", proposal), ("b", corrected)):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "mito.tif", image)
+    folders = measure({}, agreement_folders=(tmp_path / "a", tmp_path / "b"))
+    pd.testing.assert_frame_equal(folders.agreement, result.agreement)
+    assert folders.agreement_per_image["image"].tolist() == ["mito.tif"]
+    assert folders.compared == ("a", "b")
+
+
+def test_write_measurements_writes_every_table_and_plot(tmp_path):
+    mito = np.zeros((30, 30), np.uint8)
+    mito[5:10, 5:20] = 1
+    er = np.zeros_like(mito)
+    er[12, 2:28] = 1
+    result = measure({"mito": mito, "er": er}, 10.0, networks=["er"], contacts=[("er", "mito")],
+                     distance=30.0, unit="nm")
+    written = write_measurements(result, tmp_path / "out")
+    assert [path.name for path in written] == [
+        "summary.csv", "objects.csv", "networks.csv", "network_components.csv", "branches.csv",
+        "contacts.csv", "contact_sites.csv", "contact_objects.csv", "object_sizes.png",
+        "networks.png"]
+    assert all(path.stat().st_size > 0 for path in written)
+    # named indexes are written as the first column, the others not at all
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv", index_col="organelle")
+    pd.testing.assert_frame_equal(summary, result.summary, check_dtype=False)
+    objects = pd.read_csv(tmp_path / "out" / "objects.csv")
+    assert objects.columns[0] == "organelle"
+    pd.testing.assert_frame_equal(objects, result.objects, check_dtype=False)
+    contact_objects = pd.read_csv(tmp_path / "out" / "contact_objects.csv")
+    assert contact_objects.columns[:3].tolist() == ["a", "b", "organelle"]
+    # written again: replaced, not added to
+    assert write_measurements(result, tmp_path / "out", plots=False) == written[:8]
+    assert len(list((tmp_path / "out").iterdir())) == 10
 
 
 def test_plots_render(tmp_path):

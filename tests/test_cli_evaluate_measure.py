@@ -14,8 +14,8 @@ import pytest
 import tifffile
 
 from napari_organelle.cli import main
-from napari_organelle.cli.evaluate import evaluate_dataset, format_table
 from napari_organelle.errors import InputError
+from napari_organelle.evaluation import evaluate_dataset, format_table
 
 # --------------------------------------------------------------------------- a tiny data set
 #
@@ -39,17 +39,20 @@ def make_dataset(root: Path, *, pixel_size=(5, 5), with_instances=False) -> Path
         membranes = np.zeros((40, 40), np.uint8)
         membranes[35, :] = 1
         image = (mito * 200 + membranes * 100).astype(np.uint8)
-        for folder, data in (("images", image), ("masks/mitochondria", mito), ("masks/membranes", membranes)):
+        for folder, data in (("images", image), ("masks/mitochondria", mito),
+                             ("masks/membranes", membranes)):
             (root / "test" / folder).mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(root / "test" / folder / f"{name}.tif", data)
         if with_instances:
             (root / "test" / "instances" / "mitochondria").mkdir(parents=True, exist_ok=True)
-            tifffile.imwrite(root / "test" / "instances" / "mitochondria" / f"{name}.tif", instances)
+            tifffile.imwrite(root / "test" / "instances" / "mitochondria" / f"{name}.tif",
+                             instances)
     return root
 
 
 def perfect(image, pixel_size_nm):
-    return {"mitochondria": (image == 200).astype(np.uint8), "cell_boundary": (image == 100).astype(np.uint8)}
+    return {"mitochondria": (image == 200).astype(np.uint8),
+            "cell_boundary": (image == 100).astype(np.uint8)}
 
 
 MODEL_CLASSES = {"mitochondria": "instance", "cell_boundary": "semantic"}
@@ -201,15 +204,20 @@ def fake_model(monkeypatch):
         labels = perfect(image, options["pixel_size_nm"])
         return types.SimpleNamespace(labels={name: labels[name] for name in options["classes"]})
 
-    monkeypatch.setitem(sys.modules, "napari_organelle.models", types.SimpleNamespace(load_model=load_model))
-    monkeypatch.setitem(sys.modules, "napari_organelle.inference", types.SimpleNamespace(segment=segment))
+    import napari_organelle.models
+
+    # the real models package stays (building the parser reads its registry); only loading is faked
+    monkeypatch.setattr(napari_organelle.models, "load_model", load_model)
+    monkeypatch.setitem(sys.modules, "napari_organelle.inference",
+                        types.SimpleNamespace(segment=segment))
     return calls
 
 
 def test_evaluate_command_prints_a_table_and_writes_json(tmp_path, capsys, fake_model):
     dataset = make_dataset(tmp_path / "set")
     report = tmp_path / "out" / "scores.json"
-    status = main(["evaluate", str(dataset), "--model", "fake-em", "--class-map", "membranes=cell_boundary",
+    status = main(["evaluate", str(dataset), "--model", "fake-em",
+                   "--class-map", "membranes=cell_boundary",
                    "--json", str(report), "--device", "cpu", "--tile", "64", "--tta", "--quiet"])
     assert status == 0
     assert fake_model[0] == ("load", "fake-em")
@@ -231,7 +239,8 @@ def test_evaluate_command_prints_a_table_and_writes_json(tmp_path, capsys, fake_
 
 def test_evaluate_command_reports_user_errors(tmp_path, capsys, fake_model):
     dataset = make_dataset(tmp_path / "set")
-    assert main(["evaluate", str(dataset), "--model", "fake", "--class-map", "membranes", "--quiet"]) == 1
+    assert main(["evaluate", str(dataset), "--model", "fake", "--class-map", "membranes",
+                 "--quiet"]) == 1
     assert "DATA=MODEL" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing"), "--model", "fake", "--quiet"]) == 1
     assert "does not exist" in capsys.readouterr().err
@@ -300,8 +309,11 @@ def test_measure_command_writes_tables_and_plots(tmp_path, capsys):
                    "--pixel-size", "10", "--network", "er", "--contacts", "er:mitochondria",
                    "--distance", "60", "--cells", str(paths["cells"]), "--out", str(out)])
     assert status == 0
-    for name in ("objects.csv", "summary.csv", "per_cell.csv", "networks.csv", "network_components.csv",
-                 "branches.csv", "contacts.csv", "object_sizes.png", "networks.png"):
+    written = ["summary.csv", "objects.csv", "per_cell.csv", "networks.csv",
+               "network_components.csv", "branches.csv", "contacts.csv", "contact_sites.csv",
+               "contact_objects.csv", "object_sizes.png", "networks.png"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(written)
+    for name in written:
         assert (out / name).stat().st_size > 0, name
     objects = pd.read_csv(out / "objects.csv")
     mito = objects[objects["organelle"] == "mitochondria"].set_index("label")
@@ -316,8 +328,39 @@ def test_measure_command_writes_tables_and_plots(tmp_path, capsys):
     assert contacts.loc[0, ["a", "b"]].tolist() == ["er", "mitochondria"]
     # the ER row 20 is 6 pixels (60 nm) from the first square's bottom row 14
     assert contacts.loc[0, "n_sites"] == 1
+    sites = pd.read_csv(out / "contact_sites.csv")
+    assert sites[["a", "b", "site"]].values.tolist() == [["er", "mitochondria", 1]]
+    sides = pd.read_csv(out / "contact_objects.csv")
+    assert sides.groupby("organelle")["in_contact"].sum().to_dict() == {"er": 1, "mitochondria": 1}
     printed = capsys.readouterr().out
-    assert "mitochondria: 3 objects" in printed and "er network:" in printed and "contacts er-mitochondria" in printed
+    assert "mitochondria: 3 objects, total area 2.64e+04 nm²" in printed
+    assert "er network: length 1100 nm, 4 branches, 1 junction" in printed
+    assert "contacts er-mitochondria within 60 nm: 1 site" in printed
+    assert f"wrote {', '.join(written)} to {out}" in printed
+
+
+def test_measure_command_grows_nuclei_into_cells(tmp_path, capsys):
+    paths = write_cell(tmp_path / "in")
+    nuclei = np.zeros((60, 60), np.uint8)
+    nuclei[10, 10] = nuclei[45, 45] = 1  # a mask: two nuclei
+    tifffile.imwrite(tmp_path / "in" / "nuclei.tif", nuclei)
+    out = tmp_path / "out"
+    # grown by 100 nm (10 px), each nucleus takes in the square around it; square 3 is left out
+    status = main(["measure", str(paths["mito"]), str(paths["er"]), "--names", "mitochondria", "er",
+                   "--morphology", "mitochondria", "--pixel-size", "10",
+                   "--cells", str(tmp_path / "in" / "nuclei.tif"), "--cells-kind", "nuclei",
+                   "--grow-nuclei", "100", "--out", str(out)])
+    assert status == 0
+    objects = pd.read_csv(out / "objects.csv")
+    assert objects["organelle"].unique().tolist() == ["mitochondria"]  # not the ER
+    assert objects["cell"].tolist() == [1, 2, 0]
+    per_cell = pd.read_csv(out / "per_cell.csv")
+    assert per_cell["n_objects"].tolist() == [1, 1]
+    # boundaries that enclose nothing: no per-cell table, and a note says so
+    assert main(["measure", str(paths["mito"]), "--cells", str(paths["er"]), "--cells-kind",
+                 "boundaries", "--out", str(tmp_path / "out2")]) == 0
+    assert not (tmp_path / "out2" / "per_cell.csv").exists()
+    assert "note: The cell boundaries in 'er_mask.tif' enclose no cell" in capsys.readouterr().out
 
 
 def test_measure_command_reads_pixel_size_from_the_file(tmp_path, capsys):
@@ -352,6 +395,8 @@ def test_measure_command_compares_folders(tmp_path, capsys):
     assert table.loc["mito", "object_recall"] == 0.5
     assert (out / "agreement.png").stat().st_size > 1000
     assert (out / "agreement_per_image.csv").is_file()
+    assert sorted(path.name for path in out.iterdir()) == [
+        "agreement.csv", "agreement.png", "agreement_per_image.csv"]
     assert "mito" in capsys.readouterr().out
 
 

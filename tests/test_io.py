@@ -25,7 +25,7 @@ def test_imagej_tiff_round_trip_keeps_pixel_size(tmp_path):
     image = read_image(path)
     np.testing.assert_array_equal(image.data, labels)
     assert image.pixel_size_nm == pytest.approx(5.0)
-    assert not list((tmp_path / "out").glob("*.tmp"))  # atomic write left no temporary
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mito.tif"]  # no temporary left
 
 
 def test_png_grey_and_rgb(tmp_path):

@@ -33,7 +33,7 @@ if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
     # Qt would abort the whole test session without a display
     pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
 
-from napari_organelle._widgets._common import METADATA_KEY  # noqa: E402 - needs a display
+from napari_organelle._widgets._layers import METADATA_KEY  # noqa: E402 - needs a display
 from napari_organelle._widgets.correct import ALL_PLANES, CorrectWidget  # noqa: E402
 from napari_organelle._widgets.segment import SegmentWidget  # noqa: E402
 from napari_organelle._widgets.train import TrainWidget  # noqa: E402

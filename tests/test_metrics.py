@@ -79,7 +79,8 @@ def test_missed_class_scores_zero_and_precision_is_undefined():
     missed = confusion_counts(np.zeros_like(truth), truth)
     assert missed.dice == 0.0 and missed.recall == 0.0 and math.isnan(missed.precision)
     hallucinated = confusion_counts(truth, np.zeros_like(truth))
-    assert hallucinated.dice == 0.0 and hallucinated.precision == 0.0 and math.isnan(hallucinated.recall)
+    assert hallucinated.dice == 0.0 and hallucinated.precision == 0.0
+    assert math.isnan(hallucinated.recall)
 
 
 def test_ignore_mask_removes_pixels_from_every_count():
@@ -151,7 +152,8 @@ def test_low_threshold_pairs_the_most_objects_not_greedily():
     prediction[0, 0:10] = 7
     prediction[0, 10:16] = 8
     matching = match_objects(prediction, truth, iou_threshold=0.25)
-    assert dict(zip(matching.true_labels.tolist(), matching.predicted_labels.tolist())) == {1: 8, 2: 7}
+    pairs = dict(zip(matching.true_labels.tolist(), matching.predicted_labels.tolist()))
+    assert pairs == {1: 8, 2: 7}
     assert matching.ious == pytest.approx([3 / 12, 4 / 10])
     assert match_objects(prediction, truth, iou_threshold=0.5).counts.tp == 0
 
@@ -173,6 +175,67 @@ def test_ignored_objects_are_not_missed():
     ignore[10:, 10:] = True
     assert match_objects(prediction, truth).counts.fn == 1
     assert match_objects(prediction, truth, ignore=ignore).counts.fn == 0
+
+
+def test_true_objects_are_built_from_annotated_pixels_only():
+    truth = square((20, 20), 2, 2, 4)
+    square((20, 20), 2, 10, 4, out=truth)
+    truth[3, 6:10] = 1                             # a bridge joins the two squares...
+    ignore = np.zeros(truth.shape, bool)
+    ignore[:, 6:10] = True                         # ...but nobody annotated it
+    prediction = square((20, 20), 2, 2, 4)
+    square((20, 20), 2, 10, 4, out=prediction)
+    assert match_objects(prediction, truth).counts.tp == 0          # one object, two halves
+    counts = match_objects(prediction, truth, ignore=ignore).counts
+    assert (counts.tp, counts.fp, counts.fn) == (2, 0, 0)
+    assert to_instance_labels(truth, ignore=ignore).max() == 2
+    assert to_instance_labels(truth).max() == 1
+
+
+def test_predictions_where_nobody_annotated_are_not_false_positives():
+    truth = square((30, 30), 2, 2, 6)
+    ignore = np.zeros(truth.shape, bool)
+    ignore[:, 15:] = True                          # right half not annotated
+    prediction = square((30, 30), 2, 2, 6, 1)      # the true object, found
+    square((30, 30), 20, 20, 5, 2, out=prediction)  # wholly in the ignored half
+    square((30, 30), 12, 13, 5, 3, out=prediction)  # 2 of 5 columns annotated: mostly ignored
+    square((30, 30), 20, 4, 5, 4, out=prediction)  # wholly annotated, wrong: a false positive
+    matching = match_objects(prediction, truth, ignore=ignore)
+    assert matching.spurious_labels.tolist() == [4]
+    assert matching.ignored_labels.tolist() == [2, 3]
+    assert (matching.counts.tp, matching.counts.fp, matching.counts.fn) == (1, 1, 0)
+    # an object three fifths annotated counts
+    prediction[prediction == 3] = 0
+    square((30, 30), 12, 12, 5, 3, out=prediction)  # columns 12-16: 3 annotated, 2 ignored
+    assert match_objects(prediction, truth, ignore=ignore).spurious_labels.tolist() == [3, 4]
+    # without the ignore mask every wrong object is a false positive
+    assert match_objects(prediction, truth).counts.fp == 3
+
+
+def test_a_prediction_mostly_in_ignored_pixels_still_matches_a_true_object():
+    truth = np.zeros((20, 20), np.uint8)
+    truth[5:9, 7:10] = 1                           # 12 annotated true pixels
+    ignore = np.zeros(truth.shape, bool)
+    ignore[:, 10:] = True
+    prediction = np.zeros_like(truth)
+    prediction[5:9, 7:16] = 1                      # 36 pixels, 24 of them ignored
+    matching = match_objects(prediction, truth, ignore=ignore)
+    assert matching.ious.tolist() == [1.0] and matching.ignored_labels.size == 0
+    assert match_objects(prediction, truth).counts.tp == 0          # IoU 12/36 otherwise
+
+
+def test_accumulator_leaves_ignored_pixels_and_objects_out():
+    truth = square((20, 20), 2, 2, 4)
+    ignore = np.zeros(truth.shape, bool)
+    ignore[10:, :] = True
+    prediction = truth.copy()
+    prediction[12:, :] = 1                         # everything wrong lies where nobody looked
+    accumulator = MetricAccumulator()
+    scores = accumulator.add("mito", prediction, truth, ignore, objects=True)
+    assert scores.pixels == ConfusionCounts(tp=16, fp=0, fn=0, tn=200 - 16)
+    assert (scores.objects.tp, scores.objects.fp, scores.objects.fn) == (1, 0, 0)
+    plain = MetricAccumulator().add("mito", prediction, truth, objects=True)
+    assert plain.dice < 1 and plain.objects.fp == 1
 
 
 def test_no_objects_on_either_side():
@@ -197,10 +260,10 @@ def test_matching_thousands_of_objects_is_fast():
     counts = match_objects(prediction, truth).counts
     assert time.perf_counter() - started < 2.0
     assert counts.tp == 3600 and counts.fp == 0 and counts.fn == 0
-    assert 0.7 < counts.mean_matched_iou < 0.8     # 9x9 squares shifted by 1: IoU 72/90 before noise
+    assert 0.7 < counts.mean_matched_iou < 0.8     # 9x9 squares shifted by 1: IoU 72/90
 
 
-# --------------------------------------------------------------------------- accumulation and tables
+# ------------------------------------------------------------------- accumulation and tables
 
 
 def test_accumulator_pools_counts_over_images():
@@ -265,7 +328,8 @@ def test_bad_object_input_is_refused():
     with pytest.raises(InputError, match="threshold"):
         match_objects(np.zeros((4, 4), int), np.zeros((4, 4), int), iou_threshold=0)
     with pytest.raises(InputError, match="ignore mask"):
-        confusion_counts(np.zeros((4, 4), int), np.zeros((4, 4), int), ignore=np.zeros((3, 3), bool))
+        confusion_counts(np.zeros((4, 4), int), np.zeros((4, 4), int),
+                         ignore=np.zeros((3, 3), bool))
     # whole numbers stored as float are fine
     assert confusion_counts(np.ones((2, 2), np.float32), np.ones((2, 2))).dice == 1.0
 

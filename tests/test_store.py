@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -175,6 +176,61 @@ def test_source_without_file_is_identified_by_its_pixels(store: TrainingStore) -
     provenance = result.sample.provenance
     assert provenance["source_sha256"] == sha256_array(image)
     assert provenance["source_sha256_of"] == "pixels"
+
+
+#: The provenance of a manifest line as the store has always written it (JSON).
+STORED_PROVENANCE = {
+    "source_path": "/data/cell.tif", "source_sha256": "ab" * 32, "source_sha256_of": "file",
+    "image_layer": "cell", "label_layers": {"er": "er"}, "plane": [3], "plane_axes": "Z",
+    "crop": [10, 20, 58, 84], "pixel_size_nm": [4.6, 4.6], "model_name": "em-organelles",
+    "model_version": "2", "annotator": "ada", "time": "2024-05-01T10:00:00+00:00",
+    "changed_pixels": {"er": 12}, "extra": {"reviewed": "whole image", "modality": "em"},
+}
+
+
+def test_stored_provenance_reads_back_as_the_typed_record() -> None:
+    details = Provenance.from_dict(json.loads(json.dumps(STORED_PROVENANCE)))
+
+    assert details.plane == (3,) and details.crop == (10, 20, 58, 84)
+    assert details.pixel_size_nm == (4.6, 4.6) and details.changed_pixels == {"er": 12}
+    assert (details.model, details.source_name) == ("em-organelles@2", "cell.tif")
+    assert details.to_dict() == STORED_PROVENANCE
+    # a line from before some fields existed, with a key of its own: defaults, kept in extra
+    older = Provenance.from_dict({"image_layer": "cell", "plane": [], "stain": "osmium"})
+    assert (older.plane, older.crop, older.model, older.source_name) == ((), None, None, "cell")
+    assert older.extra == {"stain": "osmium"}
+    with pytest.raises(InputError, match="invalid provenance"):
+        Provenance.from_dict({"crop": [5, 5, 1, 1]})
+
+
+def test_a_typed_provenance_is_stored_like_the_dict(store: TrainingStore) -> None:
+    image, labels = make_sample(7)
+    typed = Provenance.from_dict({**STORED_PROVENANCE, "crop": None, "source_path": None,
+                                  "source_sha256": None, "source_sha256_of": None})
+
+    record = store.save(image, labels, True, typed).sample
+
+    assert record.provenance == {**typed.to_dict(), "source_sha256": sha256_array(image),
+                                 "source_sha256_of": "pixels",
+                                 "changed_pixels": {"er": 12}}
+    assert Provenance.from_dict(record.provenance) == dataclasses.replace(
+        typed, source_sha256=sha256_array(image), source_sha256_of="pixels")
+
+
+def test_a_sample_cut_from_a_stored_one_keeps_its_origin() -> None:
+    original = Provenance.from_dict(STORED_PROVENANCE)
+    whole = Provenance(image_layer="sample x", plane_axes="", pixel_size_nm=None)
+    part = Provenance(image_layer="sample x", crop=(2, 4, 12, 24))
+
+    assert whole.cut_from(original).crop == (10, 20, 58, 84)
+    moved = part.cut_from(original)
+    assert moved.crop == (12, 24, 22, 44)
+    assert (moved.source_path, moved.source_sha256, moved.plane, moved.plane_axes) == (
+        "/data/cell.tif", "ab" * 32, (3,), "Z")
+    assert moved.pixel_size_nm == (4.6, 4.6) and moved.image_layer == "sample x"
+    # a stored sample that was the whole plane: the crop stays the new one's
+    plane = Provenance.from_dict({**STORED_PROVENANCE, "crop": None})
+    assert part.cut_from(plane).crop == (2, 4, 12, 24)
 
 
 def test_float_images_round_trip_exactly(store: TrainingStore) -> None:

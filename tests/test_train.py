@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_organelle import durable
 from napari_organelle.cli import main
+from napari_organelle.errors import InputError
 from napari_organelle.models import ClassSpec, load_model
 from napari_organelle.models.versions import active_version, list_versions
 from napari_organelle.store import open_store
@@ -26,11 +28,18 @@ from napari_organelle.training import (
     train_iter,
 )
 from napari_organelle.training.finetune import (
+    RUN_FILE,
     FinetuneSettings,
+    RegisteredVersion,
+    RunRecord,
+    RunRecordError,
     default_work_dir,
     finetune,
     finetune_iter,
+    read_run,
     register_run,
+    resume_settings,
+    write_run,
 )
 from napari_organelle.training.sources import load_source, match_classes, split_by_group
 from napari_organelle.training.trainer import _starting_model
@@ -243,8 +252,13 @@ def test_closing_the_run_then_register_run_keeps_the_best(home, lab_set):
         if report.data.get("step", 0) >= 3:
             break
     work.close()  # what napari's worker does on Cancel
+    record = read_run(default_work_dir("lab"))
+    assert record is not None and record.registered is None and record.base == "tiny-em@0"
+    assert set(record.before) == {"mitochondria"}  # the base model was scored first
     result = register_run(default_work_dir("lab"), "cancelled")
     assert result.version.full_name == "lab@1"
+    registered = read_run(default_work_dir("lab")).registered
+    assert registered == RegisteredVersion("lab@1", result.card.extra["weights_sha256"])
     assert register_run(default_work_dir("lab"), "cancelled").version.full_name == "lab@1"
     assert len(list_versions("lab")) == 1  # registered once
 
@@ -297,3 +311,103 @@ def test_train_cli_end_to_end(home, lab_set, capsys):
 
     assert main(["train", "--base", "tiny-em", "--out", "lab"]) == 1
     assert "needs --data" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the run record
+
+
+def a_record(tmp_path: Path) -> RunRecord:
+    return RunRecord(
+        settings=settings([tmp_path / "lab-set"], add_classes=[ClassSpec("er")],
+                          class_map={"mito": "mitochondria"}),
+        base="tiny-em@0", classes=["mitochondria", "membranes", "er"],
+        data_manifest_sha256="ab" * 32, started="2024-05-01T10:00:00+00:00", device="cpu",
+        added_classes=["er"],
+        data=[{"name": "lab-set", "kind": "dataset", "role": "train", "training_images": 3,
+               "validation_images": 1, "class_map": {}, "licence": "CC0"}],
+        validation_images=["lab-set/image_3"], training_images=3, notes=["a note"],
+        before={"mitochondria": 0.25}, registered=RegisteredVersion("lab@1", "cd" * 32))
+
+
+def test_a_run_record_round_trips_through_run_json(tmp_path):
+    record = a_record(tmp_path)
+    write_run(tmp_path, record)
+    again = read_run(tmp_path)
+    assert again == record
+    assert again.settings.add_classes == [ClassSpec("er")]
+    assert again.settings.data == [tmp_path / "lab-set"]
+    on_disk = json.loads((tmp_path / RUN_FILE).read_text())
+    assert on_disk["registered"] == {"version": "lab@1", "weights_sha256": "cd" * 32}
+    assert on_disk["settings"]["name"] == "lab"  # the layout earlier versions wrote
+    assert read_run(tmp_path / "elsewhere") is None  # no record: no run, not an error
+
+
+def test_a_record_from_a_later_version_with_more_keys_still_reads(tmp_path):
+    data = a_record(tmp_path).to_dict()
+    data["gpu_hours"] = 3
+    del data["registered"], data["notes"]  # older records lack these
+    (tmp_path / RUN_FILE).write_text(json.dumps(data))
+    record = read_run(tmp_path)
+    assert record.registered is None and record.notes == []
+
+
+@pytest.mark.parametrize(("content", "named"), [
+    (b'{"settings": {"base": "tiny-em", "data": [], "na', "not valid JSON"),  # torn
+    (b"\xff\xfe garbage", "not text"),
+    (b"[1, 2, 3]", "JSON list"),
+    (b'{"base": "tiny-em@0"}', "'settings' is missing"),
+    (None, "'before' should map class names to numbers"),
+    (None, "'classes' should be a list, not text"),
+])
+def test_a_damaged_run_record_is_reported_not_taken_as_no_run(home, tmp_path, content, named):
+    folder = default_work_dir("lab")
+    folder.mkdir(parents=True)
+    if content is None:
+        data = a_record(tmp_path).to_dict()
+        if "before" in named:
+            data["before"] = {"mitochondria": "high"}
+        else:
+            data["classes"] = "mitochondria"
+        content = json.dumps(data).encode()
+    (folder / RUN_FILE).write_bytes(content)
+
+    with pytest.raises(RunRecordError) as caught:
+        read_run(folder)
+    message = str(caught.value)
+    assert str(folder / RUN_FILE) in message and named in message
+    assert "without resuming" in message  # what to do
+    assert isinstance(caught.value, InputError)  # shown to the user, not a traceback
+
+    with pytest.raises(RunRecordError):
+        resume_settings("lab")
+    with pytest.raises(RunRecordError):
+        register_run(folder, "cancelled")
+    with pytest.raises(RunRecordError):
+        next(finetune_iter(settings([tmp_path]), resume=True))
+    assert main(["train", "--out", "lab", "--resume"]) == 1  # the CLI says so, no traceback
+
+
+def test_a_crash_while_rewriting_the_record_keeps_the_previous_one(tmp_path, monkeypatch):
+    record = a_record(tmp_path)
+    write_run(tmp_path, record)
+    changed = a_record(tmp_path)
+    changed.registered = RegisteredVersion("lab@2", "ef" * 32)
+
+    def killed(*_args):
+        raise KeyboardInterrupt  # the process is stopped between writing and renaming
+
+    monkeypatch.setattr(durable.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_run(tmp_path, changed)
+    monkeypatch.undo()
+    assert read_run(tmp_path) == record  # whole, and the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_FILE]  # no half-written temp
+
+
+def test_a_new_run_replaces_a_damaged_record(home, lab_set):
+    folder = default_work_dir("lab")
+    folder.mkdir(parents=True)
+    (folder / RUN_FILE).write_text("{ not json")
+    result = finetune(settings([lab_set], iterations=1, validate_every=1, val_fraction=0.0))
+    assert result.version.full_name == "lab@1"
+    assert read_run(folder).registered.version == "lab@1"

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from napari_organelle.cli import main
+from napari_organelle.durable import sha256_file
 from napari_organelle.errors import ModelError
-from napari_organelle.models import list_models, load_model
+from napari_organelle.models import list_models, load_model, save_model
 from napari_organelle.models.io import CARD_FILE, WEIGHTS_FILE
 from napari_organelle.models.versions import (
     ACTIVE_FILE,
@@ -186,3 +187,27 @@ def test_models_cli_lists_activates_exports_and_imports(tmp_path, monkeypatch, c
     assert "no version '9'" in capsys.readouterr().err
     assert main(["models", "show", "their-lab"]) == 0
     assert "their-lab@2" in capsys.readouterr().out
+
+
+def test_a_save_killed_while_writing_weights_keeps_the_old_model_whole(tmp_path, trained,
+                                                                        monkeypatch):
+    folder = trained(tmp_path, "a")
+    before = {name: (folder / name).read_bytes() for name in (WEIGHTS_FILE, CARD_FILE)}
+    other = load_model(trained(tmp_path, "b"))
+
+    def killed(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half of the tensors")
+        raise KeyboardInterrupt  # Ctrl+C or napari closed mid-write
+
+    monkeypatch.setattr("safetensors.torch.save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(other, folder)
+    monkeypatch.undo()
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before)  # no temporary left
+    assert load_model(folder).card.extra["weights_sha256"]  # still loads
+
+    save_model(other, folder)  # and a whole save replaces both, consistently
+    reloaded = load_model(folder)
+    assert reloaded.card.extra["weights_sha256"] == sha256_file(folder / WEIGHTS_FILE)
+    assert (folder / WEIGHTS_FILE).read_bytes() != before[WEIGHTS_FILE]

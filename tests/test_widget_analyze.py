@@ -25,9 +25,10 @@ from napari.utils.notifications import ErrorNotification, Notification, notifica
 from qtpy.QtCore import QThreadPool
 from qtpy.QtWidgets import QApplication
 
-from napari_organelle._widgets import _common
-from napari_organelle._widgets._common import METADATA_KEY
-from napari_organelle._widgets.analyze import AnalyzeWidget, cell_regions, layer_length_unit
+from napari_organelle._widgets import _messages
+from napari_organelle._widgets._layers import METADATA_KEY
+from napari_organelle._widgets.analyze import AnalyzeWidget, layer_length_unit
+from napari_organelle.cli import main as cli_main
 
 pytestmark = pytest.mark.gui
 
@@ -53,10 +54,10 @@ class Messages:
 
 @pytest.fixture
 def messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Messages]:
-    """Capture the widget's error and warning notifications (looked up in ``_common``)."""
+    """Capture the widget's error and warning notifications (looked up in ``_messages``)."""
     shown = Messages()
-    monkeypatch.setattr(_common, "show_error", shown.errors.append)
-    monkeypatch.setattr(_common, "show_warning", shown.warnings.append)
+    monkeypatch.setattr(_messages, "show_error", shown.errors.append)
+    monkeypatch.setattr(_messages, "show_warning", shown.warnings.append)
     yield shown
 
 
@@ -223,21 +224,6 @@ def test_objects_are_summarized_per_cell(make_napari_viewer, qtbot, messages):
     measure(qtbot, widget)
     assert widget.tables["per_cell"]["n_objects"].tolist() == [2, 1]
     assert messages.errors == []
-
-
-def test_cells_come_from_nuclei_or_boundaries():
-    boundaries = np.zeros((12, 20), np.uint8)
-    boundaries[2, 2:18] = boundaries[9, 2:18] = 1
-    boundaries[2:10, 2] = boundaries[2:10, 10] = boundaries[2:10, 17] = 1
-    cells = cell_regions(boundaries, "boundaries", scale=(1.0, 1.0))
-    # two enclosed cells; the outside touches the image edge and is no cell
-    assert np.unique(cells).tolist() == [0, 1, 2]
-    assert cells[5, 5] == 1 and cells[5, 13] == 2 and cells[0, 0] == 0
-
-    nuclei = np.zeros((1, 30), np.uint8)
-    nuclei[0, 5] = nuclei[0, 15] = 1  # a mask: each component is a nucleus
-    grown = cell_regions(nuclei, "nuclei", scale=(0.5, 0.5), grow_by=2.0)
-    assert grown[0].tolist() == [0] + [1] * 9 + [0] + [2] * 9 + [0] * 10  # 4 px each way
 
 
 def test_three_d_labels_get_volumes_in_cubic_micrometres(make_napari_viewer, qtbot, messages):
@@ -432,6 +418,125 @@ def test_export_writes_every_table_and_plot(make_napari_viewer, qtbot, messages,
     assert contacts.columns[:5].tolist() == ["a", "b", "unit", "distance", "n_sites"]
     assert widget.status_label.value.startswith("Wrote 10 files to")
     assert len(messages.errors) == 2
+
+
+# ---------------------------------------------------------------------- same as the CLI
+
+
+def cell_images() -> dict[str, np.ndarray]:
+    """Mitochondria (instance), an ER network (mask) and two nuclei, on one 60 x 80 grid."""
+    mito = np.zeros((60, 80), np.uint16)
+    mito[8:16, 8:16] = 1
+    mito[40:50, 50:58] = 2
+    mito[24:27, 60:75] = 3
+    er = np.zeros((60, 80), np.uint8)
+    er[20, 2:78] = 1
+    er[2:58, 35] = 1
+    er[45, 35:48] = 1
+    nuclei = np.zeros((60, 80), np.uint8)
+    nuclei[disc((60, 80), (12, 12), 3)] = 1
+    nuclei[disc((60, 80), (45, 54), 3)] = 1
+    return {"mitochondria": mito, "er": er, "nuclei": nuclei}
+
+
+def test_the_dock_and_the_command_line_write_the_same_files(make_napari_viewer, qtbot, messages,
+                                                             tmp_path, capsys):
+    import tifffile
+
+    images = cell_images()
+    for name, image in images.items():
+        tifffile.imwrite(tmp_path / f"{name}.tif", image)
+    assert cli_main([
+        # the dock lists layers top first, as napari does: the ER, then mitochondria
+        "measure", *(str(tmp_path / f"{name}.tif") for name in ("er", "mitochondria")),
+        "--pixel-size", "10", "--network", "er", "--merge-junctions", "20", "--contacts",
+        "er:mitochondria", "mitochondria:er", "--distance", "40", "--cells",
+        str(tmp_path / "nuclei.tif"), "--cells-kind", "nuclei", "--grow-nuclei", "150",
+        "--out", str(tmp_path / "cli")]) == 0
+
+    # the same images as layers of 10 nm pixels, and the same choices in the dock (the dock
+    # measures one contact pair at a time: the second is a second run)
+    viewer = make_napari_viewer()
+    for name, image in images.items():
+        viewer.add_labels(image, name=name, scale=(10.0, 10.0), units=("nm", "nm"))
+    widget = make_widget(viewer, morphology=["mitochondria", "er"], networks=["er"],
+                         contacts=("er", "mitochondria"), distance=40.0)
+    widget.cells_combo.value = viewer.layers["nuclei"]
+    assert widget.cells_kind_combo.value == "nuclei"
+    widget.grow_spin.value = 150.0
+    widget.merge_junctions_spin.value = 20.0
+    assert widget.grow_spin.label == "Grow nuclei by (nm)"
+    measure(qtbot, widget)
+    widget.export_folder.value = tmp_path / "dock"
+    widget.export_button.native.click()
+    choose(widget, contacts=("mitochondria", "er"), distance=40.0)
+    measure(qtbot, widget)
+    widget.export_folder.value = tmp_path / "dock-reversed"
+    widget.export_button.native.click()
+    assert messages.errors == []
+
+    cli = {path.name: path for path in (tmp_path / "cli").iterdir()}
+    dock = {path.name: path for path in (tmp_path / "dock").iterdir()}
+    assert sorted(dock) == sorted(cli) == sorted([
+        "summary.csv", "objects.csv", "per_cell.csv", "networks.csv", "network_components.csv",
+        "branches.csv", "contacts.csv", "contact_sites.csv", "contact_objects.csv",
+        "object_sizes.png", "networks.png"])
+    contact_tables = ("contacts.csv", "contact_sites.csv", "contact_objects.csv")
+    for name in sorted(cli):
+        if not name.endswith(".csv"):
+            continue
+        expected = pd.read_csv(cli[name])
+        if name in contact_tables:
+            # the CLI's two pairs are the dock's two runs, one after the other
+            ran = [pd.read_csv(tmp_path / folder / name) for folder in ("dock", "dock-reversed")]
+            pd.testing.assert_frame_equal(pd.concat(ran, ignore_index=True), expected,
+                                          check_exact=True)
+        else:
+            # same columns, same numbers, same text: one writer, one pipeline
+            pd.testing.assert_frame_equal(pd.read_csv(dock[name]), expected, check_exact=True)
+            assert dock[name].read_bytes() == cli[name].read_bytes(), name
+    # what the tables say, so that the comparison is of real measurements
+    per_cell = pd.read_csv(cli["per_cell.csv"])
+    assert per_cell.query("organelle == 'mitochondria'")["n_objects"].tolist() == [1, 1]
+    contacts = pd.read_csv(cli["contacts.csv"])
+    assert contacts[["a", "b", "unit"]].values.tolist() == [["er", "mitochondria", "nm"],
+                                                           ["mitochondria", "er", "nm"]]
+    assert (contacts["n_sites"] > 0).all()
+    networks = pd.read_csv(cli["networks.csv"], index_col="organelle")
+    assert networks.loc["er", "n_junctions"] == 2
+
+
+def test_the_dock_and_the_command_line_compare_folders_alike(make_napari_viewer, qtbot,
+                                                             messages, tmp_path, capsys):
+    import tifffile
+
+    labels = two_discs()
+    edited = labels.copy()
+    edited[edited == 2] = 0
+    for folder, images in (("proposal", (labels, labels)), ("corrected", (labels, edited))):
+        for sub, image in zip(("mito", "lyso"), images):
+            (tmp_path / folder / sub).mkdir(parents=True)
+            tifffile.imwrite(tmp_path / folder / sub / "cell1.tif", image)
+    assert cli_main(["measure", "--compare", str(tmp_path / "proposal"),
+                     str(tmp_path / "corrected"), "--out", str(tmp_path / "cli")]) == 0
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    widget.agreement_check.value = True
+    widget.agreement_source_combo.value = "folders"
+    widget.proposal_folder.value = tmp_path / "proposal"
+    widget.corrected_folder.value = tmp_path / "corrected"
+    measure(qtbot, widget)
+    widget.export_folder.value = tmp_path / "dock"
+    widget.export_button.native.click()
+    assert messages.errors == []
+
+    names = ["agreement.csv", "agreement.png", "agreement_per_image.csv"]
+    assert sorted(path.name for path in (tmp_path / "dock").iterdir()) == names
+    assert sorted(path.name for path in (tmp_path / "cli").iterdir()) == names
+    for name in ("agreement.csv", "agreement_per_image.csv"):
+        assert (tmp_path / "dock" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    table = pd.read_csv(tmp_path / "cli" / "agreement.csv", index_col="class")
+    assert table.loc["lyso", "object_precision"] == 0.5 and table.loc["mito", "dice"] == 1.0
 
 
 # ---------------------------------------------------------------------- bad input

@@ -22,21 +22,18 @@ import tifffile
 from napari.layers import Image, Labels, Shapes
 from napari.utils._proxies import PublicOnlyProxy
 
-from napari_organelle._widgets import _common
-from napari_organelle._widgets._common import METADATA_KEY
-from napari_organelle._widgets.correct import (
+from napari_organelle._widgets import _messages
+from napari_organelle._widgets._correct_plan import (
     ALL_PLANES,
     CURRENT_VIEW,
     LISTED_PLANES,
     NOT_REVIEWED_ROLE,
-    PROPOSAL_KEY,
     SHAPES,
-    SHOW_EXCLUDED,
-    CorrectWidget,
-    pack_proposal,
-    parse_plane_list,
-    shapes_region,
 )
+from napari_organelle._widgets._correct_regions import parse_plane_list, shapes_region
+from napari_organelle._widgets._correct_samples import SHOW_EXCLUDED
+from napari_organelle._widgets._layers import METADATA_KEY, PROPOSAL_KEY, pack_proposal
+from napari_organelle._widgets.correct import CorrectWidget
 from napari_organelle.errors import InputError
 from napari_organelle.store import IGNORE_VALUE, TrainingStore, durable, open_store
 
@@ -58,7 +55,7 @@ def shown(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Every message the widget shows the user, by severity."""
     messages: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
     for severity, shown_so_far in messages.items():
-        monkeypatch.setattr(_common, f"show_{severity}", shown_so_far.append)
+        monkeypatch.setattr(_messages, f"show_{severity}", shown_so_far.append)
     return messages
 
 
@@ -176,7 +173,7 @@ def test_whole_image_is_saved_with_its_provenance(make_napari_viewer, qtbot, tmp
     assert not any(mask.any() for mask in loaded.ignore_masks.values())
     np.testing.assert_array_equal(store.load_instances(record.id)["mitochondria"],
                                   mitochondria.data)
-    assert widget.sample_ids == [record.id]
+    assert widget.samples_panel.sample_ids == [record.id]
     assert widget.save_controls.status_label.value.startswith(f"Saved sample {record.id}")
     assert not shown["error"]
 
@@ -378,8 +375,8 @@ def test_a_sample_loads_back_and_saves_again_as_a_new_version(make_napari_viewer
     [record] = TrainingStore(store_path).samples()
     stored = TrainingStore(store_path).load(record.id)
 
-    widget.select_samples([record.id])
-    widget.load_button.native.click()
+    widget.samples_panel.select_samples([record.id])
+    widget.samples_panel.load_button.native.click()
 
     short = f"sample {record.id}"
     image = viewer.layers[short]
@@ -410,6 +407,33 @@ def test_a_sample_loads_back_and_saves_again_as_a_new_version(make_napari_viewer
                                   np.where(stored.ignore_masks["er"], 0, loaded_er.data))
 
 
+def test_loading_a_shown_sample_again_resets_its_layers_instead_of_copying_them(
+        make_napari_viewer, qtbot, store_path, shown):
+    viewer = make_napari_viewer()
+    viewer.add_image(cell_image((48, 48)), name="em")
+    add_segmented(viewer, blobs((48, 48)), "er", "em")
+    widget = make_widget(viewer, store_path)
+    save(qtbot, widget)
+    [sample_id] = widget.samples_panel.sample_ids
+    stored = TrainingStore(store_path).load(sample_id)
+
+    first = widget.samples_panel.load_sample(sample_id)
+    loaded_er = viewer.layers[f"er (sample {sample_id})"]
+    loaded_er.paint((20, 20), new_label=1)
+    painted = loaded_er.data.copy()
+    assert (painted != stored.labels["er"]).any()
+    layer_count = len(viewer.layers)
+    again = widget.samples_panel.load_sample(sample_id)
+
+    assert [layer.name for layer in again] == [layer.name for layer in first]
+    assert len(viewer.layers) == layer_count
+    np.testing.assert_array_equal(loaded_er.data, stored.labels["er"])
+    loaded_er.undo()  # the annotator's edits are one Ctrl+Z away
+    np.testing.assert_array_equal(loaded_er.data, painted)
+    assert widget.image_combo.value.name == f"sample {sample_id}"
+    assert not shown["error"]
+
+
 def test_samples_are_excluded_and_restored_from_the_table(make_napari_viewer, qtbot,
                                                           store_path, shown):
     viewer = make_napari_viewer()
@@ -417,26 +441,26 @@ def test_samples_are_excluded_and_restored_from_the_table(make_napari_viewer, qt
     add_segmented(viewer, blobs((48, 48)), "er", "em")
     widget = make_widget(viewer, store_path)
     save(qtbot, widget)
-    [sample_id] = widget.sample_ids
+    [sample_id] = widget.samples_panel.sample_ids
 
-    widget.exclude_reason_edit.value = "blurred"
-    widget.select_samples([sample_id])
-    widget.exclude_button.native.click()
+    widget.samples_panel.exclude_reason_edit.value = "blurred"
+    widget.samples_panel.select_samples([sample_id])
+    widget.samples_panel.exclude_button.native.click()
 
     assert TrainingStore(store_path).samples() == []
-    assert widget.sample_ids == []  # excluded samples are hidden by default
-    widget.show_combo.value = SHOW_EXCLUDED
-    assert widget.sample_ids == [sample_id]
-    assert widget.samples_table["excluded"] == ["yes"]
+    assert widget.samples_panel.sample_ids == []  # excluded samples are hidden by default
+    widget.samples_panel.show_combo.value = SHOW_EXCLUDED
+    assert widget.samples_panel.sample_ids == [sample_id]
+    assert widget.samples_panel.table["excluded"] == ["yes"]
     manifest = (store_path / "manifest.jsonl").read_text().splitlines()
     assert json.loads(manifest[-1])["reason"] == "blurred"
 
-    widget.select_samples([sample_id])
-    widget.restore_button.native.click()
+    widget.samples_panel.select_samples([sample_id])
+    widget.samples_panel.restore_button.native.click()
 
     assert [r.id for r in TrainingStore(store_path).samples()] == [sample_id]
-    assert widget.samples_table["excluded"] == ["no"]
-    assert widget.samples_status.value == f"Restored {sample_id}."
+    assert widget.samples_panel.table["excluded"] == ["no"]
+    assert widget.samples_panel.status.value == f"Restored {sample_id}."
     assert not shown["error"]
 
 
@@ -447,18 +471,18 @@ def test_the_store_is_exported_for_nnunet_and_as_tiff_pairs(make_napari_viewer, 
     add_segmented(viewer, blobs((48, 48)), "er", "em")
     widget = make_widget(viewer, store_path)
     save(qtbot, widget)
-    [sample_id] = widget.sample_ids
+    [sample_id] = widget.samples_panel.sample_ids
     out = tmp_path / "exports"
 
     widget.export_check.value = True
-    widget.export_folder_edit.value = out
-    widget.licence_edit.value = "CC-BY-4.0"
-    assert shown_in(widget.dataset_id_spin)
-    widget.export_button.native.click()
+    widget.export_panel.folder_edit.value = out
+    widget.export_panel.licence_edit.value = "CC-BY-4.0"
+    assert shown_in(widget.export_panel.dataset_id_spin)
+    widget.export_panel.button.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    widget.export_format_combo.value = "tiff"
-    assert not shown_in(widget.dataset_id_spin)
-    widget.export_button.native.click()
+    widget.export_panel.format_combo.value = "tiff"
+    assert not shown_in(widget.export_panel.dataset_id_spin)
+    widget.export_panel.button.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
     assert not shown["error"], shown["error"]
@@ -470,8 +494,8 @@ def test_the_store_is_exported_for_nnunet_and_as_tiff_pairs(make_napari_viewer, 
     assert (tiff / "train" / "images" / f"{sample_id}.tif").is_file()
     assert (tiff / "train" / "masks" / "er" / f"{sample_id}.tif").is_file()
     assert (tiff / "dataset_card.md").is_file()
-    assert widget.last_export is not None and widget.last_export.path == tiff
-    assert widget.export_controls.status_label.value == f"Exported 1 case(s) to {tiff}."
+    assert widget.export_panel.last_export is not None and widget.export_panel.last_export.path == tiff
+    assert widget.export_panel.controls.status_label.value == f"Exported 1 case(s) to {tiff}."
 
 
 # ---------------------------------------------------------------------- bad input
@@ -520,7 +544,7 @@ def test_a_store_from_a_newer_version_is_refused(make_napari_viewer, qtbot, stor
     add_segmented(viewer, blobs((48, 48)), "er", "em")
 
     widget = make_widget(viewer, store_path)
-    assert "written by a newer napari-organelle" in widget.samples_status.value
+    assert "written by a newer napari-organelle" in widget.samples_panel.status.value
     save(qtbot, widget)
 
     assert len(shown["error"]) == 1 and "newer napari-organelle" in shown["error"][0]

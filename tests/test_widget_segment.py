@@ -24,7 +24,8 @@ from napari.utils.notifications import ErrorNotification, Notification, notifica
 from napari.utils.progress import progress
 from qtpy.QtCore import QTimer
 
-from napari_organelle._widgets._common import METADATA_KEY, TaskControls, find_result_layers
+from napari_organelle._widgets._layers import METADATA_KEY, find_result_layers
+from napari_organelle._widgets._tasks import TaskControls
 from napari_organelle._widgets.segment import SegmentWidget
 from napari_organelle.errors import InputError
 from napari_organelle.models import ClassSpec, ModelCard, build_network, save_model

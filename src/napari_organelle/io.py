@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 
+from .durable import atomic_path
 from .errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -151,7 +152,6 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float |
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     metadata: dict[str, Any] = {}
     options: dict[str, Any] = {"compression": "zlib"}
     imagej = data.dtype in (np.uint8, np.uint16, np.float32) and data.ndim <= 5
@@ -161,10 +161,10 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float |
         metadata["unit"] = "um"
     if axes:
         metadata["axes"] = axes
-    if imagej:
-        options.pop("compression")  # ImageJ cannot read compressed hyperstacks
-        tifffile.imwrite(temporary, data, imagej=True, metadata=metadata, **options)
-    else:
-        tifffile.imwrite(temporary, data, **options)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        if imagej:
+            options.pop("compression")  # ImageJ cannot read compressed hyperstacks
+            tifffile.imwrite(temporary, data, imagej=True, metadata=metadata, **options)
+        else:
+            tifffile.imwrite(temporary, data, **options)
     return path

@@ -18,6 +18,19 @@ Object scores
     recall and F1 follow, along with the mean IoU of the pairs and the panoptic
     quality.
 
+Not annotated pixels count neither way
+    Every score takes an optional ``ignore`` mask of pixels nobody annotated
+    (e.g. mask value 255 outside the annotated cell; the data set's
+    ``ignore_value``, applied by :mod:`napari_organelle.evaluation`). Ignored
+    pixels are left out of all four pixel counts. For objects: true objects
+    are built from annotated pixels only (a true mask is split into
+    components after the ignored pixels are removed); predicted objects are
+    taken as predicted and compared on their annotated part; a predicted
+    object with no annotated pixel, or with at least half of its pixels
+    ignored, is neither a true nor a false positive unless it matches a
+    true object (so a model is not punished for what it finds where nobody
+    looked, nor for an object that only grazes the annotated region).
+
 Undefined scores are nan
     Every score is a ratio, and a ratio whose denominator is zero is returned
     as ``nan``, never as 0 or 1. In particular, when both prediction and truth
@@ -55,13 +68,13 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import InputError
 
 __all__ = [
+    "OBJECT_METRICS",
+    "PIXEL_METRICS",
     "ClassScores",
     "ConfusionCounts",
     "MetricAccumulator",
     "ObjectCounts",
     "ObjectMatching",
-    "PIXEL_METRICS",
-    "OBJECT_METRICS",
     "confusion_counts",
     "match_objects",
     "scores_to_dataframe",
@@ -93,7 +106,8 @@ class ConfusionCounts:
         tn: pixels in neither (excluding ignored pixels).
 
     Examples:
-        >>> total = ConfusionCounts(tp=3, fp=1, fn=0, tn=4) + ConfusionCounts(tp=1, fp=0, fn=3, tn=4)
+        >>> total = (ConfusionCounts(tp=3, fp=1, fn=0, tn=4)
+        ...          + ConfusionCounts(tp=1, fp=0, fn=3, tn=4))
         >>> total
         ConfusionCounts(tp=4, fp=1, fn=3, tn=8)
         >>> total.precision, total.recall
@@ -117,17 +131,20 @@ class ConfusionCounts:
 
     @property
     def dice(self) -> float:
-        """Sørensen–Dice coefficient ``2 tp / (2 tp + fp + fn)``; nan when the class is absent from both."""
+        """Sørensen–Dice coefficient ``2 tp / (2 tp + fp + fn)``; nan when absent from both."""
         return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     @property
     def iou(self) -> float:
-        """Intersection over union (Jaccard index) ``tp / (tp + fp + fn)``; nan when absent from both."""
+        """Intersection over union (Jaccard) ``tp / (tp + fp + fn)``; nan when absent from both."""
         return _ratio(self.tp, self.tp + self.fp + self.fn)
 
     @property
     def precision(self) -> float:
-        """``tp / (tp + fp)``: the fraction of predicted pixels that are right; nan when nothing is predicted."""
+        """``tp / (tp + fp)``: the fraction of predicted pixels that are right.
+
+        Nan when nothing is predicted.
+        """
         return _ratio(self.tp, self.tp + self.fp)
 
     @property
@@ -253,12 +270,15 @@ class ObjectCounts:
 
     @property
     def mean_matched_iou(self) -> float:
-        """Mean IoU of the matched pairs (segmentation quality of what was found); nan without pairs."""
+        """Mean IoU of the matched pairs (how well the found objects are outlined); nan if none."""
         return _ratio(self.matched_iou_sum, self.tp)
 
     @property
     def panoptic_quality(self) -> float:
-        """``sum(IoU of pairs) / (tp + fp/2 + fn/2)`` (Kirillov et al. 2019): F1 times mean matched IoU."""
+        """``sum(IoU of pairs) / (tp + fp/2 + fn/2)`` (Kirillov et al. 2019).
+
+        Equals F1 times the mean matched IoU.
+        """
         return _ratio(self.matched_iou_sum, self.tp + 0.5 * self.fp + 0.5 * self.fn)
 
 
@@ -273,6 +293,8 @@ class ObjectMatching:
         missed_labels: true objects left without a match (false negatives).
         spurious_labels: predicted objects left without a match (false positives).
         iou_threshold: the IoU a pair needed.
+        ignored_labels: unmatched predicted objects left out of the counts
+            because they lie (at least half) in ignored pixels.
     """
 
     true_labels: NDArray[np.int64]
@@ -281,6 +303,8 @@ class ObjectMatching:
     missed_labels: NDArray[np.int64]
     spurious_labels: NDArray[np.int64]
     iou_threshold: float
+    ignored_labels: NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def counts(self) -> ObjectCounts:
@@ -293,8 +317,8 @@ class ObjectMatching:
         )
 
 
-def to_instance_labels(image: ArrayLike, *, connectivity: int | None = None, name: str = "labels"
-                       ) -> NDArray[np.integer]:
+def to_instance_labels(image: ArrayLike, *, connectivity: int | None = None, name: str = "labels",
+                       ignore: ArrayLike | None = None) -> NDArray[np.integer]:
     """Return an instance label image: masks get their connected components numbered.
 
     A boolean image, or an integer image whose values are only 0 and 1, is a
@@ -309,6 +333,9 @@ def to_instance_labels(image: ArrayLike, *, connectivity: int | None = None, nam
             :func:`skimage.measure.label` (1 = faces only; default: full,
             i.e. 8-connected in 2-D, 26-connected in 3-D).
         name: what to call the image in error messages.
+        ignore: optional boolean mask of the same shape; these pixels are set
+            to 0 first, so a mask's components are built from the other
+            pixels only (whether the image is a mask is decided before).
 
     Raises:
         InputError: if the image is empty, not 2-D/3-D, or holds negative or
@@ -322,12 +349,16 @@ def to_instance_labels(image: ArrayLike, *, connectivity: int | None = None, nam
         [[1 1 0 2]
          [0 0 0 2]]
     """
-    from skimage.measure import label as label_components  # deferred: skimage.measure is slow to import
+    # deferred: skimage.measure is slow to import
+    from skimage.measure import label as label_components
 
     labels = _as_label_array(image, name)
     if labels.ndim not in (2, 3):
         raise InputError(f"{name} must be a 2-D or 3-D image, not {labels.ndim}-D {labels.shape}")
-    if labels.dtype == bool or labels.max(initial=0) <= 1:
+    is_mask = labels.dtype == bool or labels.max(initial=0) <= 1
+    if ignore is not None:
+        labels = np.where(_as_ignore_mask(ignore, labels.shape), 0, labels).astype(labels.dtype)
+    if is_mask:
         return label_components(labels > 0, connectivity=connectivity)
     return labels
 
@@ -359,9 +390,12 @@ def match_objects(
         prediction: predicted label image, or mask (components are labelled).
         truth: true label image or mask, same shape.
         iou_threshold: IoU a pair needs, in (0, 1].
-        ignore: optional boolean mask; ignored pixels are removed from both
-            images first (objects entirely inside it disappear, the others
-            are measured on their visible part).
+        ignore: optional boolean mask of pixels nobody annotated (see the
+            module notes): true objects are built from the other pixels; a
+            predicted object is measured on its annotated part, and when it
+            matches nothing it is a false positive only if more than half of
+            it is annotated (else it is listed in
+            :attr:`~ObjectMatching.ignored_labels`).
         connectivity: connectivity used to label masks (see
             :func:`to_instance_labels`).
 
@@ -397,17 +431,21 @@ def match_objects(
     if not 0 < iou_threshold <= 1:
         raise InputError(f"the IoU threshold must be in (0, 1], not {iou_threshold}")
     predicted = to_instance_labels(prediction, connectivity=connectivity, name="prediction")
-    true = to_instance_labels(truth, connectivity=connectivity, name="truth")
-    _check_same_shape(predicted, true, "prediction", "truth")
+    _check_same_shape(predicted, _as_label_array(truth, "truth"), "prediction", "truth")
+    true = to_instance_labels(truth, connectivity=connectivity, name="truth", ignore=ignore)
+    whole_ids = whole_sizes = None
     if ignore is not None:
-        valid = ~_as_ignore_mask(ignore, true.shape)
-        predicted = np.where(valid, predicted, 0)
-        true = np.where(valid, true, 0)
+        # Predicted objects keep the shape the model gave them; only their
+        # annotated part is compared (objects wholly in ignored pixels vanish).
+        whole = predicted.ravel()
+        whole_ids, whole_sizes = np.unique(whole[whole > 0], return_counts=True)
+        predicted = np.where(_as_ignore_mask(ignore, true.shape), 0, predicted)
 
     true_flat = true.ravel()
     predicted_flat = predicted.ravel()
     true_ids, true_sizes = np.unique(true_flat[true_flat > 0], return_counts=True)
-    predicted_ids, predicted_sizes = np.unique(predicted_flat[predicted_flat > 0], return_counts=True)
+    predicted_ids, predicted_sizes = np.unique(predicted_flat[predicted_flat > 0],
+                                               return_counts=True)
 
     # Contingency table of the overlapping pixels: encode each (true, predicted)
     # pair of compact indices as one integer so that one np.unique counts them.
@@ -429,19 +467,31 @@ def match_objects(
     matched_true[rows] = True
     matched_predicted = np.zeros(len(predicted_ids), dtype=bool)
     matched_predicted[cols] = True
+    spurious = predicted_ids[~matched_predicted]
+    ignored = np.zeros(0, dtype=np.int64)
+    if whole_ids is not None:
+        # Unmatched objects mostly (or wholly) in ignored pixels count neither way.
+        visible = np.zeros(len(whole_ids), dtype=np.int64)
+        visible[np.searchsorted(whole_ids, predicted_ids)] = predicted_sizes
+        left_out = 2 * visible <= whole_sizes
+        left_out[np.searchsorted(whole_ids, predicted_ids[matched_predicted])] = False
+        ignored = whole_ids[left_out]
+        spurious = spurious[~np.isin(spurious, ignored)]
     order = np.argsort(true_ids[rows], kind="stable")
     return ObjectMatching(
         true_labels=true_ids[rows][order].astype(np.int64),
         predicted_labels=predicted_ids[cols][order].astype(np.int64),
         ious=ious[order].astype(np.float64),
         missed_labels=true_ids[~matched_true].astype(np.int64),
-        spurious_labels=predicted_ids[~matched_predicted].astype(np.int64),
+        spurious_labels=spurious.astype(np.int64),
         iou_threshold=float(iou_threshold),
+        ignored_labels=ignored.astype(np.int64),
     )
 
 
 def _one_to_one(
-    rows: NDArray[np.int64], cols: NDArray[np.int64], ious: NDArray[np.float64], n_rows: int, n_cols: int
+    rows: NDArray[np.int64], cols: NDArray[np.int64], ious: NDArray[np.float64], n_rows: int,
+    n_cols: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     """Reduce candidate pairs to a one-to-one matching (most pairs, then highest total IoU)."""
     if len(rows) == 0:
@@ -477,7 +527,7 @@ def _one_to_one(
     )
 
 
-# --------------------------------------------------------------------------- per class, over a data set
+# ------------------------------------------------------------------- per class, over a data set
 
 
 @dataclass(frozen=True)
@@ -509,7 +559,8 @@ class ClassScores:
             objects = None
         else:
             objects = (self.objects or ObjectCounts()) + (other.objects or ObjectCounts())
-        return ClassScores(self.name, self.pixels + other.pixels, objects, self.n_images + other.n_images)
+        return ClassScores(self.name, self.pixels + other.pixels, objects,
+                           self.n_images + other.n_images)
 
     @property
     def present(self) -> bool:
@@ -528,7 +579,7 @@ class ClassScores:
         return self.objects.f1 if self.objects is not None else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat record of scores and counts (one table row); object columns are nan when not scored."""
+        """Flat record of scores and counts (one table row); object columns nan when not scored."""
         record: dict[str, Any] = {"class": self.name}
         record.update({metric: getattr(self.pixels, metric) for metric in PIXEL_METRICS})
         objects = self.objects
@@ -555,7 +606,8 @@ def scores_to_dataframe(scores: Iterable[ClassScores] | Mapping[str, ClassScores
         as "n/a", e.g. ``df.to_string(na_rep="n/a")``).
 
     Examples:
-        >>> table = scores_to_dataframe([ClassScores("er", ConfusionCounts(tp=1, fp=1, fn=0, tn=2))])
+        >>> counts = ConfusionCounts(tp=1, fp=1, fn=0, tn=2)
+        >>> table = scores_to_dataframe([ClassScores("er", counts)])
         >>> table.loc["er", ["dice", "precision", "recall"]].tolist()
         [0.6666666666666666, 0.5, 1.0]
     """
@@ -617,7 +669,8 @@ class MetricAccumulator:
             name: class name.
             prediction: predicted mask or label image.
             truth: true mask or label image, same shape.
-            ignore: optional boolean mask of pixels to leave out.
+            ignore: optional boolean mask of pixels nobody annotated; they
+                count neither way (see the module notes).
             objects: also match objects (for instance classes).
             image: optional image name for the per-image table.
 
@@ -667,7 +720,7 @@ class MetricAccumulator:
 
 
 def _as_label_array(image: ArrayLike, name: str) -> NDArray:
-    """Return ``image`` as a bool or integer array; raise InputError for anything that is not labels."""
+    """Return ``image`` as a bool or integer array; raise InputError for anything but labels."""
     array = np.asarray(image)
     if array.size == 0:
         raise InputError(f"{name} is empty (shape {array.shape})")
@@ -675,7 +728,8 @@ def _as_label_array(image: ArrayLike, name: str) -> NDArray:
         raise InputError(f"{name} must be an image, not a single value")
     if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
         if np.issubdtype(array.dtype, np.signedinteger) and array.min() < 0:
-            raise InputError(f"{name} has negative values; labels must be 0 (background) or positive")
+            raise InputError(f"{name} has negative values; labels must be 0 (background) "
+                             "or positive")
         return array
     if np.issubdtype(array.dtype, np.floating):
         # Labels sometimes arrive as float (e.g. from a float TIFF); accept
@@ -686,7 +740,8 @@ def _as_label_array(image: ArrayLike, name: str) -> NDArray:
                 "not probabilities (threshold them first)"
             )
         if array.min() < 0:
-            raise InputError(f"{name} has negative values; labels must be 0 (background) or positive")
+            raise InputError(f"{name} has negative values; labels must be 0 (background) "
+                             "or positive")
         return array.astype(np.int64)
     raise InputError(f"{name} must be a mask or label image, not {array.dtype}")
 
@@ -694,7 +749,8 @@ def _as_label_array(image: ArrayLike, name: str) -> NDArray:
 def _as_ignore_mask(ignore: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.bool_]:
     mask = np.asarray(ignore)
     if mask.shape != shape:
-        raise InputError(f"the ignore mask has shape {mask.shape} but the images have shape {shape}")
+        raise InputError(f"the ignore mask has shape {mask.shape} but the images have shape "
+                         f"{shape}")
     return mask.astype(bool, copy=False)
 
 

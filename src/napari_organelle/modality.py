@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+#: The modalities models are trained for.
+MODALITIES = ("em", "fluorescence")
 
 
 def guess_modality(image: Any, n_channels: int = 1) -> str:
@@ -34,3 +38,30 @@ def guess_modality(image: Any, n_channels: int = 1) -> str:
     if high <= low:
         return "em"
     return "fluorescence" if (median - low) / (high - low) < 0.2 else "em"
+
+
+def image_modality(image: Any, metadata: Mapping[str, Any] | None = None,
+                   n_channels: int = 1) -> str:
+    """The modality an image declares in its metadata, else the one its pixels suggest.
+
+    Readers and this package's sample data write ``metadata["modality"]``; a
+    declared value always wins over :func:`guess_modality`, which looks at
+    the pixels only when nothing is declared.
+
+    Examples:
+        >>> flat = np.full((32, 32), 120, np.uint8)
+        >>> image_modality(flat, {"modality": "fluorescence"})
+        'fluorescence'
+        >>> image_modality(flat, {"modality": "EM (FIB-SEM)"})
+        'em'
+        >>> image_modality(flat)
+        'em'
+    """
+    declared = metadata.get("modality") if isinstance(metadata, Mapping) else None
+    if isinstance(declared, str):
+        lowered = declared.strip().lower()
+        if lowered.startswith("fluo"):
+            return "fluorescence"
+        if lowered == "em" or lowered.startswith(("em ", "em(", "electron")):
+            return "em"
+    return guess_modality(image, n_channels)

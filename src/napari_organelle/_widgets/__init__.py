@@ -2,11 +2,15 @@
 
 Each widget is a :class:`magicgui.widgets.Container` registered in ``napari.yaml``
 and created by napari, which passes it the viewer. Widgets share their
-plumbing through :mod:`napari_organelle._widgets._common`: running a
-progress generator in a background thread with Run/Cancel buttons and a
-progress bar, reporting errors as napari notifications, finding layers, and
-adding or updating the Labels layers a computation produces.
+plumbing:
 
-Modules are not imported here, so that importing one widget (or ``_common``)
+* :mod:`._tasks`: running a progress generator in a background thread with
+  Run/Cancel buttons and a progress bar;
+* :mod:`._messages`: errors as one readable sentence, shown as napari
+  notifications;
+* :mod:`._layers` (no Qt): finding layers, reading their pixel size, and
+  updating or adding the tagged layers a computation produces.
+
+Modules are not imported here, so that importing one widget (or one of those)
 does not import the others and their dependencies.
 """

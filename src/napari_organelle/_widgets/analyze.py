@@ -1,12 +1,16 @@
 """The Analyze dock widget: measure organelle Labels layers; tables, plots, skeletons and CSVs.
 
-The widget gathers choices and shows results; every number comes from
-:mod:`napari_organelle.analysis` (the core also behind ``napari-organelle
-measure``), run in a background thread by
-:class:`~napari_organelle._widgets._common.TaskControls`:
+The widget gathers choices and shows results. It captures the chosen layers
+(pixels, pixel size, unit) in an :class:`AnalysisPlan` and runs the core
+pipeline, :func:`napari_organelle.analysis.measure_iter` (the one behind
+``napari-organelle measure`` too), in a background thread; Export writes the
+results with :func:`napari_organelle.analysis.write_measurements`, the files the
+command line writes. The pipeline measures:
 
 * **Morphology** of the chosen organelle layers, per object, per layer and,
-  given a cells layer, per cell (:func:`~napari_organelle.analysis.measure_morphology`).
+  given a layer of cells, nuclei or cell boundaries, per cell
+  (:func:`~napari_organelle.analysis.measure_morphology`,
+  :func:`~napari_organelle.analysis.cell_regions`).
 * **Networks** (skeleton, branches, junctions, end points) of tubular
   organelles such as ER and mitochondria
   (:func:`~napari_organelle.analysis.analyze_network`); the skeleton, its
@@ -20,19 +24,17 @@ measure``), run in a background thread by
 
 Every measure is in the physical unit of the layers' ``scale`` (µm for layers
 made by this plugin), see :func:`layer_length_unit`. Results are shown as one
-table at a time, one plot at a time, and written by Export CSV with the file
-names the CLI uses.
+table at a time, one plot at a time, and written by Export CSV.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import napari
 import numpy as np
@@ -49,46 +51,38 @@ from magicgui.widgets import (
     Table,
 )
 from napari.layers import Labels, Layer, Points
-from numpy.typing import NDArray
 from qtpy.QtWidgets import QScrollArea, QSizePolicy
 
 from ..errors import InputError, OrganelleError
 from ..progress import Progress
-from ._common import (
+from ._layers import (
     METADATA_KEY,
-    SingleTaskDock,
-    TaskControls,
     connect_layer_list,
     full_resolution_data,
     labels_layers,
-    logger,
     result_tag,
     spatial_transform,
 )
+from ._messages import logger
+from ._tasks import SingleTaskDock, TaskControls
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..analysis import NetworkAnalysis
+    from ..analysis import CellKind, Measurements, NetworkAnalysis
 
 __all__ = [
     "AnalysisPlan",
-    "AnalysisResults",
     "AnalyzeWidget",
     "LayerInput",
-    "cell_regions",
     "layer_length_unit",
-    "run_analysis",
 ]
 
 TASK = "Analysis"
 
-#: what the pixels of the cells layer are: cells as labels, nuclei to grow into
-#: cell territories, or a mask of cell boundaries (membranes) enclosing cells
-CellKind = Literal["labels", "nuclei", "boundaries"]
-
-#: result tables, in the order the table selector offers them: key (also the CSV
-#: file name, as written by ``napari-organelle measure``) -> title in the selector
+#: result tables, in the order the table selector offers them: key (a table of
+#: :class:`~napari_organelle.analysis.Measurements`, and its CSV file name) ->
+#: title in the selector
 TABLE_TITLES: dict[str, str] = {
     "summary": "Summary per organelle",
     "objects": "Objects",
@@ -195,13 +189,15 @@ class LayerInput:
 class AnalysisPlan:
     """Everything a run needs, so the worker never reads the widgets or the viewer.
 
-    Lengths (``grow_nuclei_by``, ``min_spur_length``, ``merge_junctions_within``,
+    :meth:`measurements` hands it to the core pipeline. Lengths
+    (``grow_nuclei_by``, ``min_spur_length``, ``merge_junctions_within``,
     ``contact_distance``) are in the unit of the layers they apply to.
 
     Attributes:
         morphology: layers whose objects to measure.
         cells: optional layer for per-cell summaries of ``morphology``.
-        cells_kind: what ``cells`` holds (see :data:`CellKind`).
+        cells_kind: what ``cells`` holds (see
+            :data:`~napari_organelle.analysis.CellKind`).
         grow_nuclei_by: how far nuclei grow into cell territories.
         networks: layers to analyse as networks.
         min_spur_length: see :func:`~napari_organelle.analysis.analyze_network`.
@@ -227,206 +223,43 @@ class AnalysisPlan:
     agreement_folders: tuple[Path, Path] | None = None
 
     @property
-    def n_steps(self) -> int:
-        """Progress steps: one per layer measured, network, contact pair and comparison."""
-        comparisons = int(self.agreement is not None or self.agreement_folders is not None)
-        return (len(self.morphology) + len(self.networks) + int(self.contacts is not None)
-                + comparisons)
+    def sources(self) -> dict[str, LayerInput]:
+        """Every layer the plan reads (the cells layer aside), by name."""
+        layers = (*self.morphology, *self.networks, *(self.contacts or ()),
+                  *(self.agreement or ()))
+        return {source.name: source for source in layers}
 
-    @property
-    def unit(self) -> str:
-        """The length unit of the plots (that of the first layer measured)."""
-        for source in (*self.morphology, *self.networks, *(self.contacts or ())):
-            return source.unit
-        return "px"
+    def measurements(self) -> Generator[Progress, None, Measurements]:
+        """The core pipeline for this plan (:func:`~napari_organelle.analysis.measure_iter`).
 
+        Made in the main thread, run in the worker: the layers' pixels are read
+        (a dask array computed) only when it first runs.
+        """
+        from ..analysis import measure_iter
 
-# ---------------------------------------------------------------------- results
-
-
-@dataclass
-class AnalysisResults:
-    """What a run measured.
-
-    Attributes:
-        tables: result tables by key (see :data:`TABLE_TITLES`); lengths in the
-            layers' unit, named in the ``unit`` column of the summary tables.
-        networks: network analysis per layer name (skeleton image, junction and
-            end-point pixel coordinates, tables).
-        contact_sites: label image of the contact sites, or None.
-        unit: length unit of the first layer measured (used by the plots).
-        notes: things the user should know (empty layers...).
-        seconds: how long the measurements took.
-    """
-
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    networks: dict[str, NetworkAnalysis] = field(default_factory=dict)
-    contact_sites: NDArray[np.int32] | None = None
-    unit: str = "px"
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def run_analysis(plan: AnalysisPlan) -> Generator[Progress, None, AnalysisResults]:
-    """Measure everything ``plan`` asks for, one step per layer, yielding progress.
-
-    Runs in the worker thread: reads the layers' arrays and calls the core;
-    it never touches a layer.
-
-    Returns:
-        The tables and images, in :class:`AnalysisResults`.
-
-    Raises:
-        InputError: for images the core refuses (e.g. negative labels).
-    """
-    from ..analysis import (
-        analyze_network,
-        compare_folders,
-        compare_labels,
-        measure_contacts,
-        measure_morphology,
-    )
-
-    started = time.perf_counter()
-    results = AnalysisResults(unit=plan.unit)
-    tables: dict[str, list[pd.DataFrame]] = {}
-    total, done = plan.n_steps, 0
-
-    def add(key: str, table: pd.DataFrame) -> None:
-        tables.setdefault(key, []).append(table)
-
-    def step(message: str) -> Progress:
-        nonlocal done
-        done += 1
-        return Progress(done, total, message)
-
-    arrays: dict[str, NDArray] = {}
-
-    def read(source: LayerInput) -> NDArray:
-        """The layer's pixels as numpy, read once (a dask array is computed here, in the worker)."""
-        if source.name not in arrays:
-            arrays[source.name] = np.asarray(source.data)
-            if not arrays[source.name].any():
-                results.notes.append(f"Layer '{source.name}' is empty (no labelled pixels): its "
-                                     "measures are zero or n/a.")
-        return arrays[source.name]
-
-    cells = None
-    if plan.cells is not None and plan.morphology:
-        cells = cell_regions(np.asarray(plan.cells.data), plan.cells_kind, plan.cells.scale,
-                             plan.grow_nuclei_by)
-        if not cells.any():
-            results.notes.append(_no_cells_note(plan.cells.name, plan.cells_kind))
-            cells = None
-
-    for source in plan.morphology:
-        labels = read(source)
-        morphology = measure_morphology(labels, source.scale, cells=cells)
-        objects = morphology.objects.assign(organelle=source.name)
-        add("objects", _first_columns(objects, "organelle"))
-        summary = morphology.summary.assign(organelle=source.name, unit=source.unit)
-        add("summary", _first_columns(summary, "organelle", "unit"))
-        if morphology.per_cell is not None:
-            per_cell = morphology.per_cell.reset_index().assign(organelle=source.name)
-            add("per_cell", _first_columns(per_cell, "organelle"))
-        yield step(f"morphology of {source.name}")
-
-    for source in plan.networks:
-        mask = read(source)
-        network = analyze_network(mask, source.scale, min_spur_length=plan.min_spur_length,
-                                  merge_junctions_within=plan.merge_junctions_within)
-        results.networks[source.name] = network
-        add("networks", pd.DataFrame([{"organelle": source.name, "unit": source.unit,
-                                       **network.summary}]))
-        components = network.networks.reset_index().assign(organelle=source.name)
-        add("network_components", _first_columns(components, "organelle"))
-        add("branches", _first_columns(network.branches.assign(organelle=source.name), "organelle"))
-        yield step(f"network of {source.name}")
-
-    if plan.contacts is not None:
-        first, second = plan.contacts
-        contact = measure_contacts(read(first), read(second),
-                                   plan.contact_distance, first.scale)
-        results.contact_sites = contact.sites
-        pair = {"a": first.name, "b": second.name}
-        add("contacts", pd.DataFrame([{**pair, "unit": first.unit, **contact.summary}]))
-        sites = contact.site_table.reset_index().assign(**pair)
-        add("contact_sites", _first_columns(sites, "a", "b"))
-        for side, partner, table in ((first, second, contact.objects_a),
-                                     (second, first, contact.objects_b)):
-            rows = table.assign(organelle=side.name, partner=partner.name)
-            add("contact_objects", _first_columns(rows, "organelle", "partner"))
-        yield step(f"contacts {first.name}-{second.name}")
-
-    if plan.agreement is not None:
-        proposal, corrected = plan.agreement
-        agreement = compare_labels({plan.agreement_class: read(proposal)},
-                                   {plan.agreement_class: read(corrected)})
-        add("agreement", agreement.table)
-        results.notes.extend(agreement.notes)
-        yield step(f"agreement of {proposal.name} and {corrected.name}")
-    elif plan.agreement_folders is not None:
-        agreement = compare_folders(*plan.agreement_folders)
-        add("agreement", agreement.table)
-        add("agreement_per_image", agreement.per_image)
-        results.notes.extend(agreement.notes)
-        yield step("agreement of the folders")
-
-    for key, parts in tables.items():
-        table = pd.concat(parts, ignore_index=key not in ("agreement",))
-        if key in ("summary", "networks"):
-            table = table.set_index("organelle")
-        results.tables[key] = table
-    results.seconds = time.perf_counter() - started
-    return results
-
-
-def cell_regions(image: NDArray[np.integer], kind: CellKind, scale: Sequence[float],
-                 grow_by: float = 0.0) -> NDArray[np.integer]:
-    """A cell label image from a layer of cells, nuclei or cell boundaries.
-
-    Args:
-        image: the cells layer's pixels.
-        kind: ``"labels"``: each cell is a label already (returned unchanged);
-            ``"nuclei"``: nuclei (labels or a mask) grown by ``grow_by`` into
-            cell territories, each stopping where it meets its neighbour's;
-            ``"boundaries"``: a mask of cell boundaries (membranes), whose
-            enclosed regions are the cells. Regions touching the image edge
-            in Y or X (the outside of the cells, and cells cut by the edge, which
-            are incomplete) are left out.
-        scale: pixel size per axis, in the unit of ``grow_by``.
-        grow_by: how far nuclei grow, in the unit of ``scale``.
-
-    Returns:
-        Cell labels (0: no cell), the shape of ``image``.
-
-    Examples:
-        >>> import numpy as np
-        >>> nuclei = np.zeros((1, 9), np.uint8); nuclei[0, 4] = 1
-        >>> cell_regions(nuclei, "nuclei", scale=(0.5, 0.5), grow_by=1.0)
-        array([[0, 0, 1, 1, 1, 1, 1, 0, 0]], dtype=int32)
-    """
-    from ..metrics import to_instance_labels
-
-    if kind == "labels":
-        return image
-    if kind == "nuclei":
-        from skimage.segmentation import expand_labels
-
-        nuclei = to_instance_labels(image, name="the nuclei")
-        if grow_by > 0:
-            nuclei = expand_labels(nuclei, distance=grow_by, spacing=tuple(scale))
-        return nuclei.astype(np.int32)
-    if kind == "boundaries":
-        from skimage.measure import label
-        from skimage.segmentation import relabel_sequential
-
-        regions = label(np.asarray(image) == 0, connectivity=1)
-        edges = np.concatenate([regions[..., 0, :].ravel(), regions[..., -1, :].ravel(),
-                                regions[..., :, 0].ravel(), regions[..., :, -1].ravel()])
-        regions[np.isin(regions, edges)] = 0
-        return relabel_sequential(regions)[0].astype(np.int32)
-    raise InputError(f"the cells layer must hold cell labels, nuclei or boundaries, not {kind!r}")
+        sources = self.sources
+        cells: dict[str, Any] = {}
+        if self.cells is not None:
+            cells = {"cells": self.cells.data, "cells_kind": self.cells_kind,
+                     "grow_nuclei_by": self.grow_nuclei_by, "cells_name": self.cells.name}
+        contacts = [] if self.contacts is None else [(self.contacts[0].name,
+                                                      self.contacts[1].name)]
+        return measure_iter(
+            {name: source.data for name, source in sources.items()},
+            {name: source.scale for name, source in sources.items()},
+            unit={name: source.unit for name, source in sources.items()},
+            morphology=[source.name for source in self.morphology],
+            networks=[source.name for source in self.networks],
+            min_spur_length=self.min_spur_length,
+            merge_junctions_within=self.merge_junctions_within,
+            contacts=contacts,
+            distance=self.contact_distance if contacts else None,
+            agreement=None if self.agreement is None else (self.agreement[0].name,
+                                                            self.agreement[1].name),
+            agreement_class=self.agreement_class or None,
+            agreement_folders=self.agreement_folders,
+            **cells,
+        )
 
 
 def layer_length_unit(layer: Layer) -> str:
@@ -461,7 +294,7 @@ class AnalyzeWidget(SingleTaskDock, Container):
         morphology_layers: the organelle layers to measure (several may be chosen).
         cells_combo: optional layer of cells, nuclei or cell boundaries for
             per-cell summaries; value is a Labels layer or None.
-        cells_kind_combo: what the cells layer holds (:data:`CellKind`).
+        cells_kind_combo: what the cells layer holds (:data:`~napari_organelle.analysis.CellKind`).
         grow_spin: how far nuclei grow into cells (layer unit).
         network_check: analyse networks (skeletons).
         network_layers: the layers to analyse as networks (ER, mitochondria).
@@ -486,7 +319,7 @@ class AnalyzeWidget(SingleTaskDock, Container):
         canvas: the shown plot's matplotlib canvas, or None.
         export_folder: where Export CSV writes.
         export_button: writes every table (CSV) and plot (PNG) to :attr:`export_folder`.
-        results: the latest completed run, or None before.
+        results: what the latest completed run measured, or None before.
         tables: the latest run's tables by key (a property; empty before).
         output_layers: the layers that run added or updated (skeletons,
             junctions, end points, contact sites).
@@ -495,7 +328,7 @@ class AnalyzeWidget(SingleTaskDock, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
         self.viewer = viewer
-        self.results: AnalysisResults | None = None
+        self.results: Measurements | None = None
         self.output_layers: list[Layer] = []
         self.canvas: Any = None
         self._figures: dict[str, Figure] = {}
@@ -647,7 +480,7 @@ class AnalyzeWidget(SingleTaskDock, Container):
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
         """The latest run's tables, full precision, by key (empty before the first run)."""
-        return self.results.tables if self.results else {}
+        return self.results.tables() if self.results else {}
 
     # ------------------------------------------------------------------ layers
 
@@ -724,7 +557,7 @@ class AnalyzeWidget(SingleTaskDock, Container):
         plan = None if self.running else self.controls.checked(self.plan, TASK)
         if plan is None:
             return
-        self.controls.start(run_analysis(plan), task=TASK,
+        self.controls.start(plan.measurements(), task=TASK,
                             on_returned=partial(self._show_results, plan),
                             cancelled_message="Cancelled: the results were not changed.")
 
@@ -807,21 +640,20 @@ class AnalyzeWidget(SingleTaskDock, Container):
 
     # ------------------------------------------------------------------ results
 
-    def _show_results(self, plan: AnalysisPlan, results: AnalysisResults) -> None:
+    def _show_results(self, plan: AnalysisPlan, results: Measurements) -> None:
         """Add the result layers, fill the table and plot selectors (main thread)."""
         self.results = results
         self._figures = {}
         layers: list[Layer] = []
-        by_name = {source.name: source for source in plan.networks}
-        for name, network in results.networks.items():
-            layers.extend(self._show_network(by_name[name], network))
-        if plan.contacts is not None and results.contact_sites is not None:
-            first, second = plan.contacts
+        sources = plan.sources
+        for name, network in results.network_analyses.items():
+            layers.extend(self._show_network(sources[name], network))
+        for (first, second), contact in results.contact_analyses.items():
             layers.append(self._put_layer(
-                Labels, results.contact_sites, name=f"{first.name}-{second.name} contact sites",
-                source=first, measurement="contact_sites", partner=second.name))
+                Labels, contact.sites, name=f"{first}-{second} contact sites",
+                source=sources[first], measurement="contact_sites", partner=second))
         self.output_layers = layers
-        objects = results.tables.get("objects")
+        objects = results.objects
         if objects is not None:
             for source in plan.morphology:
                 if source.layer is not None and source.layer in self.viewer.layers:
@@ -904,18 +736,9 @@ class AnalyzeWidget(SingleTaskDock, Container):
 
     def _plot_factories(self) -> dict[str, Callable[[], Figure]]:
         """How to draw each plot the latest run has data for (drawn when first shown)."""
-        from ..analysis import agreement_heatmap, network_summary_figure, size_histogram_figure
+        from ..analysis import measurement_figures
 
-        tables = self.tables
-        unit = "" if not self.results or self.results.unit == "px" else self.results.unit
-        factories: dict[str, Callable[[], Figure]] = {}
-        if "objects" in tables:
-            factories["object_sizes"] = partial(size_histogram_figure, tables["objects"], unit=unit)
-        if "networks" in tables:
-            factories["networks"] = partial(network_summary_figure, tables["networks"], unit=unit)
-        if "agreement" in tables:
-            factories["agreement"] = partial(agreement_heatmap, tables["agreement"])
-        return factories
+        return measurement_figures(self.results) if self.results is not None else {}
 
     def figure(self, key: str) -> Figure:
         """The plot ``key`` of the latest run (see :data:`PLOT_TITLES`), drawn once and kept.
@@ -959,10 +782,9 @@ class AnalyzeWidget(SingleTaskDock, Container):
     def export(self, folder: str | Path | None = None) -> list[Path]:
         """Write every table of the latest run as CSV and every plot as PNG.
 
-        File names are those of ``napari-organelle measure`` (``objects.csv``,
-        ``summary.csv``, ``networks.csv``, ``object_sizes.png``...); tables
-        are written in full precision, with their index when it is named
-        (``organelle``, ``class``).
+        The files of ``napari-organelle measure`` (``summary.csv``,
+        ``objects.csv``, ``networks.csv``, ``object_sizes.png``...), written by
+        the same :func:`~napari_organelle.analysis.write_measurements`.
 
         Args:
             folder: where to write (made if missing); default :attr:`export_folder`.
@@ -973,23 +795,15 @@ class AnalyzeWidget(SingleTaskDock, Container):
         Raises:
             InputError: nothing measured yet, or no folder chosen.
         """
-        if not self.tables:
+        from ..analysis import write_measurements
+
+        if self.results is None or not self.tables:
             raise InputError("nothing to export yet: measure first")
         target = Path(folder) if folder else _chosen_path(self.export_folder)
         if target is None:
             raise InputError("choose the folder to export to under 'Export to'")
-        target.mkdir(parents=True, exist_ok=True)
-        written = []
-        for key, table in self.tables.items():
-            path = target / f"{key}.csv"
-            table.to_csv(path, index=table.index.name is not None)
-            written.append(path)
-        for key, draw in self._plot_factories().items():
-            path = target / f"{key}.png"
-            # drawn afresh: the shown figure has been resized to fit the dock
-            draw().savefig(path, dpi=120)
-            written.append(path)
-        return written
+        # the plots are drawn afresh: the shown ones have been resized to fit the dock
+        return write_measurements(self.results, target)
 
     def _on_export_clicked(self) -> None:
         try:
@@ -1094,17 +908,6 @@ def _no_labels_message(viewer: napari.viewer.Viewer) -> str:
             "(Segment widget), or right-click a layer > Convert to Labels")
 
 
-def _no_cells_note(name: str, kind: CellKind) -> str:
-    if kind == "boundaries":
-        return (f"The cell boundaries in '{name}' enclose no cell away from the image edge; "
-                "the per-cell table is left out.")
-    return f"Layer '{name}' has no cells; the per-cell table is left out."
-
-
-def _first_columns(table: pd.DataFrame, *columns: str) -> pd.DataFrame:
-    return table[[*columns, *(column for column in table.columns if column not in columns)]]
-
-
 def _units_note(unit: str) -> str:
     if unit == "px":
         return "Lengths in pixels, areas in pixels² (volumes pixels³)."
@@ -1125,9 +928,9 @@ def _attach_features(layer: Labels, objects: pd.DataFrame) -> None:
     layer.features = features.reset_index(drop=True)
 
 
-def _describe(results: AnalysisResults) -> str:
+def _describe(results: Measurements) -> str:
     """A few words about what was measured, for the status line (the tables say the rest)."""
-    tables = results.tables
+    tables = results.tables()
     parts = []
     if "summary" in tables:
         parts.append(_count(tables["summary"]["n_objects"].sum(), "object"))

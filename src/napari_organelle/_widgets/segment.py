@@ -2,7 +2,7 @@
 
 The widget only gathers choices and shows results; the segmentation itself is
 :func:`napari_organelle.inference.segment_iter`, run in a background thread by
-:class:`~napari_organelle._widgets._common.TaskControls` so the viewer stays
+:class:`~napari_organelle._widgets._tasks.TaskControls` so the viewer stays
 responsive and the run can be cancelled.
 
 Two ways of choosing what to segment, set by the model:
@@ -34,24 +34,28 @@ from ..devices import available_devices
 from ..errors import InputError, ModelError, OrganelleError
 from ..image_input import prepare_image
 from ..inference import SegmentationResult
+from ..modality import image_modality
 from ..models import ModelCard, ModelInfo, list_models
 from ..models.io import CARD_FILE, WEIGHTS_FILE
 from ..models.versions import active_version
 from ..progress import Progress
-from ._common import (
-    PROGRESS_STEPS,
-    SingleTaskDock,
-    TaskControls,
+from ._docks import join_organelle_tabs
+from ._layers import (
     add_or_update_labels,
     connect_layer_list,
-    connect_model_list,
     full_resolution_data,
     image_layers,
     layer_choices,
     layer_pixel_size_nm,
-    scaled_progress,
     spatial_transform,
     warm_up_labels_display,
+)
+from ._tasks import (
+    PROGRESS_STEPS,
+    SingleTaskDock,
+    TaskControls,
+    connect_model_list,
+    scaled_progress,
 )
 
 __all__ = ["SegmentJob", "SegmentOutcome", "SegmentPlan", "SegmentWidget", "run_segment_plan"]
@@ -193,6 +197,9 @@ class SegmentWidget(SingleTaskDock, Container):
         self._card: ModelCard | None = None
         self._cards: dict[Path, ModelCard] = {}
         self._models_from_files: list[ModelInfo] = []
+        # The model follows the chosen layer's modality until the user picks one by hand.
+        self.model_chosen_by_hand = False
+        self._choosing_model = False
 
         self.image_combo = ComboBox(
             name="image", label="Image", choices=layer_choices(viewer, Image),
@@ -248,15 +255,22 @@ class SegmentWidget(SingleTaskDock, Container):
         self._show_advanced(False)
 
         self.image_combo.changed.connect(self._suggest_pixel_size)
+        self.image_combo.changed.connect(self._follow_layer)
         self.model_combo.changed.connect(self._on_model_changed)
+        self.model_combo.changed.connect(self._on_model_picked)
         self.model_file.changed.connect(self._on_model_file_changed)
         self.advanced_check.changed.connect(self._show_advanced)
         self.run_button.clicked.connect(self.run)
         self._disconnect_layers = connect_layer_list(viewer, self._on_layers_changed)
         self.native.destroyed.connect(self._disconnect_layers)
         self.native.destroyed.connect(connect_model_list(self.refresh_models))
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self.native.destroyed.connect(
+            lambda *_: viewer.layers.selection.events.active.disconnect(self._on_active_layer))
 
         self._on_model_changed(self.model_combo.value)
+        self._follow_layer(self._default_layer())
+        join_organelle_tabs(self.native)
         self._suggest_pixel_size()
 
     # ------------------------------------------------------------------ state
@@ -372,6 +386,61 @@ class SegmentWidget(SingleTaskDock, Container):
         what = ", ".join(card.class_names)
         self.controls.set_status(f"{card.full_name} ({card.modality}) segments {what}.")
 
+    def _on_model_picked(self, _info: Any = None) -> None:
+        if not self._choosing_model:
+            self.model_chosen_by_hand = True
+
+    def choose_model_for(self, layer: Image | None) -> ModelInfo | None:
+        """Choose the model that suits ``layer``'s modality (metadata, else pixels).
+
+        The version in use of the first model of that modality is chosen; the
+        choice is left alone when no installed model fits.
+
+        Returns:
+            The model chosen now, or None when nothing changed.
+        """
+        if layer is None:
+            return None
+        modality = layer_modality(layer)
+        current = self.model_combo.value
+        if isinstance(current, ModelInfo) and current.modality == modality:
+            return None
+        for choice in self.model_combo.choices:
+            if isinstance(choice, ModelInfo) and choice.modality == modality:
+                self._choosing_model = True
+                try:
+                    self.model_combo.value = choice
+                finally:
+                    self._choosing_model = False
+                return choice
+        return None
+
+    def _follow_layer(self, layer: Any = None) -> None:
+        """The model follows the layer the user works on, unless they chose one by hand."""
+        if self.model_chosen_by_hand or not isinstance(layer, Image):
+            return
+        if self.choose_model_for(layer) is not None and not self.fluorescence_mode:
+            self.image_combo.value = layer
+
+    def _on_active_layer(self, event: Any = None) -> None:
+        layer = getattr(event, "value", None)
+        if not isinstance(layer, Image):
+            return
+        if not self.fluorescence_mode and layer in [v for _, v in self._image_choices()]:
+            self.image_combo.value = layer  # follows through _follow_layer
+        else:
+            self._follow_layer(layer)
+
+    def _image_choices(self) -> list[tuple[str, Image]]:
+        return [(c.name, c) for c in self.image_combo.choices if isinstance(c, Image)]
+
+    def _default_layer(self) -> Image | None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            return active
+        value = self.image_combo.value
+        return value if isinstance(value, Image) else None
+
     def _read_card(self, info: ModelInfo) -> ModelCard:
         card = self._cards.get(info.path)
         if card is None:
@@ -423,7 +492,10 @@ class SegmentWidget(SingleTaskDock, Container):
             self.channels_box.append(combo)
 
     def _on_layers_changed(self, _event: Any = None) -> None:
+        had_image = self.image_combo.value is not None
         self.image_combo.reset_choices()
+        if not had_image:  # the dock was opened before any image: choose for the first one
+            self._follow_layer(self._default_layer())
         if self.fluorescence_mode:
             self._rebuild_channel_rows()
 
@@ -590,6 +662,20 @@ def _card_path(location: Path) -> Path:
         return location / CARD_FILE
     beside = location.with_name(CARD_FILE)
     return beside if beside.exists() else location.with_suffix(".json")
+
+
+def layer_modality(layer: Image) -> str:
+    """``em`` or ``fluorescence``: what the layer's metadata declares, else what one plane suggests.
+
+    Only one plane is looked at (stacks and dask arrays stay unread), and a
+    layer whose image is one of several channel layers counts as fluorescence.
+    """
+    data = full_resolution_data(layer)
+    plane_axes = 3 if layer.rgb else 2
+    plane = np.asarray(data[(0,) * (data.ndim - plane_axes)] if data.ndim > plane_axes else data)
+    if layer.rgb:  # colour pictures of EM are common: judge the grey values
+        plane = plane[..., :3].mean(axis=-1)
+    return image_modality(plane, layer.metadata)
 
 
 def _guess_class(layer: Image, class_names: Sequence[str]) -> str | None:

@@ -46,7 +46,8 @@ from ..training.finetune import (
     finetune_iter,
     register_run,
 )
-from ._common import SingleTaskDock, TaskControls, connect_model_list, logger, model_list_events
+from ._messages import logger
+from ._tasks import SingleTaskDock, TaskControls, connect_model_list, model_list_events
 from ._training_plot import TrainingPlot
 
 __all__ = ["TrainWidget"]

@@ -24,7 +24,7 @@ from ..metrics import MetricAccumulator
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.figure import Figure
 
-__all__ = ["Agreement", "HEATMAP_METRICS", "agreement_heatmap", "compare_folders", "compare_labels"]
+__all__ = ["HEATMAP_METRICS", "Agreement", "agreement_heatmap", "compare_folders", "compare_labels"]
 
 #: default columns of :func:`agreement_heatmap`, with their display names
 HEATMAP_METRICS = {

@@ -29,7 +29,15 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from ..errors import InputError
-from ._common import Scale, as_labels, as_scale, boundary_polygons, check_same_shape, polygon_edge_lengths, size_name
+from ._common import (
+    Scale,
+    as_labels,
+    as_scale,
+    boundary_polygons,
+    check_same_shape,
+    polygon_edge_lengths,
+    size_name,
+)
 
 __all__ = ["ContactAnalysis", "distance_to", "measure_contacts"]
 

@@ -290,6 +290,7 @@ def summarize_by_cell(
         >>> labels = np.zeros_like(cells); labels[2:4, 2:4] = 1; labels[5:7, 2:4] = 2
         >>> table = object_properties(labels, cells=cells)
         >>> summarize_by_cell(table, labels, cells)[["n_objects", "area_fraction"]]
+        ... # doctest: +NORMALIZE_WHITESPACE
               n_objects  area_fraction
         cell
         1             2           0.08

@@ -365,7 +365,7 @@ class _SkeletonGraph:
         total_length = float(self.edge_length.sum())
         summary: dict[str, float] = {
             "total_length": total_length,
-            "n_branches": int(len(branches)),
+            "n_branches": len(branches),
             "n_junctions": int(self.n_clusters),
             "n_end_points": int(np.count_nonzero(end_points)),
             "mean_branch_length": float(branches["length"].mean()) if len(branches) else math.nan,

@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
         return _headless(args)
     import napari
 
-    viewer = napari.Viewer(title="napari-organelle demo")
-    viewer.open_sample("napari-organelle", args.sample)
-    viewer.window.add_plugin_dock_widget("napari-organelle", "Segment")
+    from .._widgets._docks import open_demo
+
+    open_demo(napari.Viewer(title="napari-organelle demo"), args.sample)
     napari.run()
     return 0
 

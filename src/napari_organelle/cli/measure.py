@@ -5,9 +5,12 @@ Measure label images (e.g. the output of ``napari-organelle segment``)::
     napari-organelle measure mito.tif er.tif --names mitochondria er --pixel-size 5 \\
         --network er mitochondria --contacts er:mitochondria --distance 30 --out results
 
-writes ``objects.csv``, ``summary.csv`` (and ``per_cell.csv`` with ``--cells``),
-``networks.csv``, ``network_components.csv``, ``branches.csv``, ``contacts.csv``
-and the plots ``object_sizes.png`` and ``networks.png`` to ``--out``.
+writes ``summary.csv``, ``objects.csv`` (and ``per_cell.csv`` with ``--cells``),
+``networks.csv``, ``network_components.csv``, ``branches.csv``, ``contacts.csv``,
+``contact_sites.csv``, ``contact_objects.csv`` and the plots ``object_sizes.png``
+and ``networks.png`` to ``--out``. The measurements and the files are those of
+the Analyze dock (:func:`~napari_organelle.analysis.measure_iter`,
+:func:`~napari_organelle.analysis.write_measurements`).
 
 Compare two folders of label TIFFs (proposal vs corrected)::
 
@@ -24,11 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.figure import Figure
-
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..analysis import Measurements
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,8 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--distance", type=float, metavar="NM",
                         help="contact distance between pixel centres, in nm (pixels without a "
                              "pixel size); required with --contacts")
+    parser.add_argument("--morphology", nargs="+", metavar="NAME",
+                        help="organelles whose objects to measure (default: every file)")
     parser.add_argument("--cells", type=Path, metavar="CELLS.tif",
-                        help="cell or nucleus label image for per-cell summaries")
+                        help="image of cells, nuclei or cell boundaries for per-cell summaries "
+                             "(see --cells-kind)")
+    parser.add_argument("--cells-kind", choices=("labels", "nuclei", "boundaries"),
+                        default="labels",
+                        help="what --cells holds: cell labels (default), nuclei to grow into "
+                             "cells by --grow-nuclei, or a mask of cell boundaries (cells cut by "
+                             "the image edge are left out)")
+    parser.add_argument("--grow-nuclei", type=float, default=0.0, metavar="NM",
+                        help="how far each nucleus grows into its cell (with --cells-kind "
+                             "nuclei)")
     parser.add_argument("--min-spur", type=float, default=0.0, metavar="NM",
                         help="remove skeleton spurs shorter than this before network analysis")
     parser.add_argument("--merge-junctions", type=float, default=0.0, metavar="NM",
@@ -76,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from ..analysis import measure, network_summary_figure, size_histogram_figure
+    from ..analysis import measure, write_measurements
 
     names = args.names or [path.stem for path in args.labels]
     if len(names) != len(args.labels):
@@ -92,63 +105,51 @@ def _measure(args: argparse.Namespace) -> int:
     contacts = [_parse_pair(item) for item in args.contacts]
     cells = _read_labels(args.cells)[0] if args.cells else None
 
-    result = measure(layers, scale, networks=args.network, contacts=contacts, distance=args.distance,
-                     cells=cells, unit=unit, min_spur_length=args.min_spur,
-                     merge_junctions_within=args.merge_junctions)
-
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    written = [
-        _write_csv(result.objects, out / "objects.csv", index=False),
-        _write_csv(result.summary, out / "summary.csv"),
-    ]
-    if result.per_cell is not None:
-        written.append(_write_csv(result.per_cell, out / "per_cell.csv", index=False))
-    if len(result.networks):
-        written += [
-            _write_csv(result.networks, out / "networks.csv"),
-            _write_csv(result.network_components, out / "network_components.csv", index=False),
-            _write_csv(result.branches, out / "branches.csv", index=False),
-        ]
-    if len(result.contacts):
-        written.append(_write_csv(result.contacts, out / "contacts.csv", index=False))
-    plot_unit = "" if unit == "px" else unit
-    written.append(_save(size_histogram_figure(result.objects, unit=plot_unit), out / "object_sizes.png"))
-    if len(result.networks):
-        written.append(_save(network_summary_figure(result.networks, unit=plot_unit), out / "networks.png"))
-
-    size = "area" if ndim == 2 else "volume"
-    for name, row in result.summary.iterrows():
-        print(f"{name}: {_count(row['n_objects'], 'object')}, total {size} {row[f'total_{size}']:.4g} "
-              f"{unit}{'²' if ndim == 2 else '³'}")
-    for name, row in result.networks.iterrows():
-        print(f"{name} network: length {row['total_length']:.4g} {unit}, "
-              f"{_count(row['n_branches'], 'branch', 'branches')}, {_count(row['n_junctions'], 'junction')}, "
-              f"{_count(row['n_end_points'], 'end point')}, {_count(row['n_networks'], 'connected network')}")
-    for _, row in result.contacts.iterrows():
-        print(f"contacts {row['a']}-{row['b']} within {row['distance']:g} {unit}: "
-              f"{_count(row['n_sites'], 'site')}, "
-              f"{100 * row['a_contact_fraction']:.1f}% of {row['a']} {size}, "
-              f"{100 * row['a_object_fraction']:.1f}% of {row['a']} objects")
-    print(f"wrote {', '.join(path.name for path in written)} to {out}")
+    result = measure(layers, scale, morphology=args.morphology, networks=args.network,
+                     contacts=contacts, distance=args.distance, cells=cells,
+                     cells_kind=args.cells_kind, grow_nuclei_by=args.grow_nuclei,
+                     cells_name=args.cells.name if args.cells else None, unit=unit,
+                     min_spur_length=args.min_spur, merge_junctions_within=args.merge_junctions)
+    written = write_measurements(result, args.out)
+    _print_measurements(result, ndim)
+    print(f"wrote {', '.join(path.name for path in written)} to {args.out}")
     return 0
 
 
-def _compare(proposal_dir: Path, corrected_dir: Path, out: Path) -> int:
-    from ..analysis import agreement_heatmap, compare_folders
-
-    agreement = compare_folders(proposal_dir, corrected_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [
-        _write_csv(agreement.table, out / "agreement.csv"),
-        _write_csv(agreement.per_image, out / "agreement_per_image.csv", index=False),
-        _save(agreement_heatmap(agreement.table, title=f"{proposal_dir.name} vs {corrected_dir.name}"),
-              out / "agreement.png"),
-    ]
-    columns = ["dice", "iou", "precision", "recall", "object_f1"]
-    print(agreement.table[columns].to_string(float_format=lambda v: f"{v:.3f}", na_rep="n/a"))
-    for note in agreement.notes:
+def _print_measurements(result: Measurements, ndim: int) -> None:
+    """A line per organelle, network and contact pair, then the notes."""
+    size, power = ("area", "²") if ndim == 2 else ("volume", "³")
+    if result.summary is not None:
+        for name, row in result.summary.iterrows():
+            print(f"{name}: {_count(row['n_objects'], 'object')}, total {size} "
+                  f"{row[f'total_{size}']:.4g} {row['unit']}{power}")
+    if result.networks is not None:
+        for name, row in result.networks.iterrows():
+            print(f"{name} network: length {row['total_length']:.4g} {row['unit']}, "
+                  f"{_count(row['n_branches'], 'branch', 'branches')}, "
+                  f"{_count(row['n_junctions'], 'junction')}, "
+                  f"{_count(row['n_end_points'], 'end point')}, "
+                  f"{_count(row['n_networks'], 'connected network')}")
+    if result.contacts is not None:
+        for _, row in result.contacts.iterrows():
+            print(f"contacts {row['a']}-{row['b']} within {row['distance']:g} {row['unit']}: "
+                  f"{_count(row['n_sites'], 'site')}, "
+                  f"{100 * row['a_contact_fraction']:.1f}% of {row['a']} {size}, "
+                  f"{100 * row['a_object_fraction']:.1f}% of {row['a']} objects")
+    if result.agreement is not None:
+        columns = ["dice", "iou", "precision", "recall", "object_f1"]
+        print(result.agreement[columns].to_string(float_format=lambda v: f"{v:.3f}",
+                                                  na_rep="n/a"))
+    for note in result.notes:
         print(f"note: {note}")
+
+
+def _compare(proposal_dir: Path, corrected_dir: Path, out: Path) -> int:
+    from ..analysis import measure, write_measurements
+
+    result = measure({}, agreement_folders=(proposal_dir, corrected_dir))
+    written = write_measurements(result, out)
+    _print_measurements(result, 2)
     print(f"wrote {', '.join(path.name for path in written)} to {out}")
     return 0
 
@@ -159,13 +160,14 @@ def _read_labels(path: Path) -> tuple[np.ndarray, float | None]:
 
     image = read_image(path)
     if "C" in image.axes or "S" in image.axes:
-        raise InputError(f"{path.name} has colour or channel axes ({image.axes}); give one label image "
-                         "per organelle")
+        raise InputError(f"{path.name} has colour or channel axes ({image.axes}); give one label "
+                         "image per organelle")
     data = np.asarray(image.data)
     if data.ndim > 2:
         data = np.squeeze(data)
     if data.ndim not in (2, 3):
-        raise InputError(f"{path.name} is {data.ndim}-D {data.shape}; measure takes 2-D or 3-D label images")
+        raise InputError(f"{path.name} is {data.ndim}-D {data.shape}; measure takes 2-D or 3-D "
+                         "label images")
     return data, image.pixel_size_nm
 
 
@@ -180,13 +182,14 @@ def _scale(pixel_size: list[float] | None, file_sizes: list[float | None], ndim:
         return sizes, "nm"
     known = {size for size in file_sizes if size}
     if len(known) > 1:
-        raise InputError(f"the files have different pixel sizes ({', '.join(f'{s:g} nm' for s in sorted(known))}); "
-                             "set one with --pixel-size")
+        listed = ", ".join(f"{size:g} nm" for size in sorted(known))
+        raise InputError(f"the files have different pixel sizes ({listed}); set one with "
+                         "--pixel-size")
     if known:
         size = known.pop()
         if ndim == 3:
-            print(f"note: the files give a pixel size of {size:g} nm but no section thickness; assuming "
-                  "cubic voxels (set --pixel-size Z Y X to correct)")
+            print(f"note: the files give a pixel size of {size:g} nm but no section thickness; "
+                  "assuming cubic voxels (set --pixel-size Z Y X to correct)")
         return (size,) * ndim, "nm"
     print("note: no pixel size given or found in the files; measures are in pixels")
     return None, "px"
@@ -203,12 +206,3 @@ def _parse_pair(item: str) -> tuple[str, str]:
         raise InputError(f"--contacts takes A:B pairs such as er:mitochondria, not {item!r}")
     return first, second
 
-
-def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> Path:
-    table.to_csv(path, index=index)
-    return path
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=120)
-    return path

@@ -182,6 +182,7 @@ def run_add(args: argparse.Namespace) -> int:
     """
     from ..io import read_image
     from ..store.prepare import prepare_sample
+    from ..store.provenance import Provenance, split_model
 
     if not args.labels and args.from_results is None:
         raise InputError("give the corrected labels: --labels CLASS=FILE [...] or "
@@ -220,7 +221,7 @@ def run_add(args: argparse.Namespace) -> int:
     for sample in samples:  # dry run: the store's own checks, before the store is touched
         prepare_sample(sample.image, sample.labels, reviewed, known_classes=classes,
                        instances=sample.instances, proposals=sample.proposals)
-    model_name, model_version = _split_model(args.model or summary.get("model"))
+    model_name, model_version = split_model(args.model or summary.get("model"))
     pixel_size = _pixel_size(args.pixel_size, image_file.pixel_size_nm,
                              summary.get("pixel_size_nm"))
     extra: dict[str, Any] = {
@@ -233,16 +234,16 @@ def run_add(args: argparse.Namespace) -> int:
 
     store = _open_for_saving(_store_path(args), classes, args.add_classes)
     for sample in samples:
-        provenance = {
-            "source_path": str(args.image.absolute()),
-            "plane": list(sample.plane),
-            "plane_axes": stack_axes[:-2],
-            "pixel_size_nm": pixel_size,
-            "model_name": model_name,
-            "model_version": model_version,
-            "annotator": args.annotator,
-            "extra": extra,
-        }
+        provenance = Provenance(
+            source_path=str(args.image.absolute()),
+            plane=tuple(sample.plane),
+            plane_axes=stack_axes[:-2],
+            pixel_size_nm=None if pixel_size is None else (pixel_size, pixel_size),
+            model_name=model_name,
+            model_version=model_version,
+            annotator=args.annotator,
+            extra=extra,
+        )
         result = store.save(sample.image, sample.labels, reviewed, provenance,
                             instances=sample.instances, proposals=sample.proposals)
         _print_saved(result, sample.plane, store.path)
@@ -513,14 +514,6 @@ def _check_known_classes(store_classes: Sequence[str], classes: Sequence[str],
                          f"--add-classes {' '.join(unknown)}")
 
 
-def _split_model(full_name: Any) -> tuple[str | None, str | None]:
-    """``"name@version"`` -> ``("name", "version")``; a bare name has no version."""
-    if not isinstance(full_name, str) or not full_name.strip():
-        return None, None
-    name, sep, version = full_name.strip().rpartition("@")
-    return (name, version or None) if sep and name else (full_name.strip(), None)
-
-
 def _print_saved(result: SaveResult, plane: tuple[int, ...], store_path: Path) -> None:
     record = result.sample
     where = f"; plane {','.join(map(str, plane))}" if plane else ""
@@ -564,13 +557,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _list_row(record: SampleRecord, show_excluded: bool) -> list[str]:
-    provenance = record.provenance
-    source = provenance.get("source_path")
-    plane = ",".join(str(i) for i in provenance.get("plane") or ()) or "-"
+    from ..store.provenance import Provenance
+
+    provenance = Provenance.from_dict(record.provenance)
+    plane = ",".join(str(i) for i in provenance.plane) or "-"
     row = [record.id, str(record.version), ",".join(record.classes),
-           "x".join(str(n) for n in record.shape), provenance.get("annotator") or "-",
+           "x".join(str(n) for n in record.shape), provenance.annotator or "-",
            record.saved.replace("T", " ").replace("+00:00", " UTC"),
-           Path(source).name if source else provenance.get("image_layer") or "-", plane]
+           provenance.source_name or "-", plane]
     if show_excluded:
         row.append("excluded" if record.excluded else "-")
     return row

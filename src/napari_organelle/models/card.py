@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..durable import atomic_write_json
 from ..errors import ModelError
 
 CARD_SCHEMA_VERSION = 1
@@ -172,7 +173,8 @@ class ModelCard:
         return card
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the card to ``path`` as JSON, atomically (the old card or the new, never part)."""
+        atomic_write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:

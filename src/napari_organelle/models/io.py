@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..durable import atomic_path, sha256_file
 from ..errors import ModelError
 from .card import ModelCard
 
@@ -77,6 +77,9 @@ def save_model(model: Model | tuple[ModelCard, torch.nn.Module], folder: str | P
                half_precision: bool = True) -> Path:
     """Write weights and card into ``folder`` (created), atomically per file.
 
+    The weights are written first: a crash between the two files leaves the
+    old card, whose ``weights_sha256`` then tells that the weights changed.
+
     Args:
         model: a :class:`Model`, or a ``(card, network)`` pair.
         folder: destination folder.
@@ -97,13 +100,10 @@ def save_model(model: Model | tuple[ModelCard, torch.nn.Module], folder: str | P
         if half_precision and tensor.is_floating_point():
             tensor = tensor.half()
         tensors[key] = tensor
-    weights_tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(weights_tmp), metadata={"format": "pt", "model": card.full_name})
-    card.extra["weights_sha256"] = _sha256(weights_tmp)
-    os.replace(weights_tmp, folder / WEIGHTS_FILE)
-    card_tmp = folder / (CARD_FILE + ".tmp")
-    card.save(card_tmp)
-    os.replace(card_tmp, folder / CARD_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt", "model": card.full_name})
+        card.extra["weights_sha256"] = sha256_file(temporary)
+    card.save(folder / CARD_FILE)  # atomic too
     return folder
 
 
@@ -166,14 +166,6 @@ def load_model_folder(folder: str | Path) -> Model:
     network.eval()
     torch.set_grad_enabled(True)  # loading must not change global autograd state
     return Model(card=card, network=network, path=folder)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _cache_lock = threading.Lock()

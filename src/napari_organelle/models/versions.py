@@ -27,13 +27,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..durable import (
+    atomic_write_json,
+    publish_folder,
+    sha256_file,
+    staging_folder,
+    utc_now,
+)
 from ..errors import ModelError
 from .card import ModelCard
 from .io import CARD_FILE, WEIGHTS_FILE, load_model_folder
@@ -59,9 +64,8 @@ MANIFEST_FILE = "data_manifest.json"
 README_FILE = "README.md"
 
 # Names become folder names on every operating system; "@" separates the version.
+# Folders being written start with a dot (durable.TEMP_PREFIX): list_models skips them.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Folders being written start with a dot: list_models skips them.
-_STAGING_PREFIX = ".staging-"
 
 
 def check_model_name(name: str) -> str:
@@ -183,18 +187,12 @@ def export_version(spec: str, folder: str | os.PathLike) -> Path:
     if destination.exists() and any(destination.iterdir()):
         raise ModelError(f"{destination} already exists and is not empty")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = destination.parent / f"{_STAGING_PREFIX}{secrets.token_hex(4)}"
-    try:
-        staging.mkdir()
+    with staging_folder(destination) as staging:
         for file_name in (WEIGHTS_FILE, CARD_FILE, MANIFEST_FILE):
             if (source / file_name).exists():
                 shutil.copy2(source / file_name, staging / file_name)
-        (staging / README_FILE).write_text(describe_card(card))
-        if destination.exists():
-            destination.rmdir()  # empty: checked above
-        staging.rename(destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (staging / README_FILE).write_text(describe_card(card), encoding="utf-8")
+        publish_folder(staging, destination)  # replaces it if empty (checked above)
     return destination
 
 
@@ -225,7 +223,7 @@ def import_version(folder: str | os.PathLike, *, name: str | None = None,
     model = load_model_folder(source)
     card = ModelCard.from_dict(json.loads(json.dumps(model.card.to_dict())))
     recorded = card.extra.get("weights_sha256")
-    actual = _sha256(source / WEIGHTS_FILE)
+    actual = sha256_file(source / WEIGHTS_FILE)
     if recorded and recorded != actual:
         raise ModelError(f"the weights in {source} do not match the hash in their card: the "
                          "copy is damaged or the card belongs to other weights")
@@ -240,7 +238,7 @@ def import_version(folder: str | os.PathLike, *, name: str | None = None,
         version = _next_version(previous)
     if f"{target}@{version}" != original:
         lineage = card.extra.setdefault("lineage", {})
-        lineage["imported_from"] = {"model": original, "time": _now()}
+        lineage["imported_from"] = {"model": original, "time": utc_now()}
     manifest = None
     if (source / MANIFEST_FILE).exists():
         manifest = json.loads((source / MANIFEST_FILE).read_text())
@@ -286,19 +284,17 @@ def _install(source: Path, card: ModelCard, name: str, version: str,
     """Copy weights and the renamed card into ``<name>/<version>`` atomically."""
     name_dir = user_models_dir() / name
     name_dir.mkdir(parents=True, exist_ok=True)
-    staging = name_dir / f"{_STAGING_PREFIX}{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
+    with staging_folder(name_dir / version) as staging:
         shutil.copy2(source / WEIGHTS_FILE, staging / WEIGHTS_FILE)
         card.name, card.version = name, version
-        card.extra["weights_sha256"] = _sha256(staging / WEIGHTS_FILE)
+        card.extra["weights_sha256"] = sha256_file(staging / WEIGHTS_FILE)
         card.save(staging / CARD_FILE)
         if manifest is not None:
-            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+            atomic_write_json(staging / MANIFEST_FILE, manifest)
         while True:
             target = name_dir / version
             try:
-                staging.rename(target)  # fails if another process took the number
+                publish_folder(staging, target)  # fails if another process took the number
                 break
             except OSError:
                 if not target.exists():
@@ -306,8 +302,6 @@ def _install(source: Path, card: ModelCard, name: str, version: str,
                 version = str(int(version) + 1) if version.isdigit() else f"{version}.1"
                 card.version = version
                 card.save(staging / CARD_FILE)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return ModelInfo(card.name, card.version, target, False, card.modality,
                      tuple(card.class_names), card.parent, card.created)
 
@@ -319,7 +313,7 @@ def _active_among(versions: list[ModelInfo], name: str) -> ModelInfo:
         if info.version == chosen:
             return info
     bundled = [info for info in versions if info.bundled]
-    return bundled[0] if bundled else sorted(versions, key=_version_order)[-1]
+    return bundled[0] if bundled else max(versions, key=_version_order)
 
 
 def _version_order(info: ModelInfo) -> tuple[bool, int, str, str]:
@@ -351,9 +345,8 @@ def _read_active(name: str) -> str | None:
 def _write_active(name: str, version: str) -> None:
     folder = user_models_dir() / name
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f"{ACTIVE_FILE}.{secrets.token_hex(4)}.tmp"
-    temporary.write_text(json.dumps({"version": version, "since": _now()}) + "\n")
-    os.replace(temporary, folder / ACTIVE_FILE)
+    atomic_write_json(folder / ACTIVE_FILE, {"version": version, "since": utc_now()},
+                      indent=None)
 
 
 def _weights_hash(folder: Path) -> str:
@@ -361,18 +354,4 @@ def _weights_hash(folder: Path) -> str:
         recorded = ModelCard.load(folder / CARD_FILE).extra.get("weights_sha256")
     except ModelError:
         recorded = None
-    return recorded or _sha256(folder / WEIGHTS_FILE)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return recorded or sha256_file(folder / WEIGHTS_FILE)

@@ -6,13 +6,13 @@ Every export writes ``dataset_card.json`` (for programs) and
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..durable import atomic_write_json
 from .durable import atomic_write_bytes
 from .training_store import SampleRecord
 
@@ -216,8 +216,7 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:
     """Write ``dataset_card.json`` and ``dataset_card.md`` into ``folder``."""
-    text = json.dumps(card, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(folder / CARD_JSON, text.encode())
+    atomic_write_json(folder / CARD_JSON, card, indent=2, ensure_ascii=False)
     atomic_write_bytes(folder / CARD_MARKDOWN, card_markdown(card).encode())
 
 

@@ -1,95 +1,45 @@
-"""Crash-safe file operations: atomic writes, durable appends, a cross-process lock.
+"""The training store's crash-safe operations: label TIFFs, a write probe, a cross-process lock.
 
-The training store must survive the process being killed at any instant
-(napari closed, laptop battery empty, OOM killer). The rules used throughout:
-
-* a file is written to a temporary name in its final folder, flushed and
-  fsynced, then renamed over the final name (``os.replace`` is atomic), so a
-  reader sees either nothing or the whole file;
-* the folder is fsynced after a rename so the new name itself is durable;
-* temporary names start with :data:`TEMP_PREFIX`, so left-overs of a killed
-  write are recognisable and can be deleted without guessing.
+The store must survive the process being killed at any instant (napari
+closed, laptop battery empty, OOM killer). The generic rules and primitives
+(temporary name, fsync, rename; durable appends) live in
+:mod:`napari_organelle.durable` and are re-exported here; this module adds
+what only the store needs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from ..durable import (
+    TEMP_PREFIX,
+    _create_temporary,
+    append_line,
+    atomic_write,
+    atomic_write_bytes,
+    fsync_dir,
+    is_temporary,
+)
 from ..errors import StoreError
 
-#: prefix of every temporary file or folder the store creates
-TEMP_PREFIX = ".tmp-"
-
-
-def is_temporary(name: str) -> bool:
-    """True for names of files left behind by an interrupted write."""
-    return name.startswith(TEMP_PREFIX)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the entries of folder ``path`` (new names, renames) durable.
-
-    Windows cannot open folders for fsync; NTFS journals metadata itself, so
-    skipping it there is what other tools (e.g. SQLite) do too.
-    """
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate newlines
-
-
-def _create_temporary(folder: Path, stem: str) -> tuple[int, Path]:
-    # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's 0o600:
-    # stores are often shared by a lab, so files must get the usual permissions.
-    for _ in range(100):
-        path = folder / f"{TEMP_PREFIX}{stem}-{secrets.token_hex(4)}"
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(folder))
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file so that ``path`` holds either its old content or all of the new.
-
-    Args:
-        path: final file name; its folder must exist.
-        write: called with a binary file object to write the content.
-    """
-    fd, temporary = _create_temporary(path.parent, path.name)
-    os.close(fd)  # reopened by name: writers such as tifffile want a file object with a path
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, content: bytes) -> None:
-    """Atomically write ``content`` to ``path`` (see :func:`atomic_write`)."""
-    atomic_write(path, lambda handle: handle.write(content))
+__all__ = [
+    "TEMP_PREFIX",
+    "append_line",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_tiff",
+    "check_writable",
+    "exclusive_lock",
+    "fsync_dir",
+    "is_temporary",
+]
 
 
 def atomic_write_tiff(path: Path, array: np.ndarray) -> None:
@@ -106,29 +56,6 @@ def atomic_write_tiff(path: Path, array: np.ndarray) -> None:
             handle, array, photometric="minisblack", compression="zlib", metadata=None
         ),
     )
-
-
-def append_line(path: Path, line: bytes) -> None:
-    """Durably append one line to a text file that is only ever appended to.
-
-    If a previous append was cut short (no final newline), a newline is written
-    first so the torn fragment stays on its own line, where readers skip it,
-    instead of corrupting the new line.
-
-    Args:
-        path: the file (created if missing).
-        line: the bytes of the line, without a newline.
-    """
-    with open(path, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        prefix = b""
-        if handle.tell() > 0:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                prefix = b"\n"
-        handle.write(prefix + line + b"\n")  # append mode: always at the end
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def check_writable(folder: Path) -> None:

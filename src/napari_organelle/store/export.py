@@ -20,19 +20,16 @@ spacing sidecar (that is ``Tiff3DIO``, for 3-D stacks only, which would reject
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..durable import atomic_write_json, publish_folder, staging_folder, utc_now
 from ..errors import InputError
 from ..progress import Progress
 from .card import (
@@ -43,7 +40,7 @@ from .card import (
     dataset_card,
     write_card,
 )
-from .durable import TEMP_PREFIX, atomic_write_bytes, check_writable
+from .durable import check_writable
 from .labelmap import compose_label_map, observed_overlaps, smallest_first
 from .layout import IGNORE_VALUE, generator_name
 from .training_store import SampleRecord, TrainingStore
@@ -163,7 +160,7 @@ def export_nnunet(
                 exported.append(record)
             yield Progress(done, len(records), f"exported {record.id}")
         _require_cases(facts, classes)
-        created = _now()
+        created = utc_now()
         _write_json(
             staging / "dataset.json",
             {
@@ -255,7 +252,7 @@ def export_tiff(
                 exported.append(record)
             yield Progress(done, len(records), f"exported {record.id}")
         _require_cases(facts, classes)
-        created = _now()
+        created = utc_now()
         provenances = [r.provenance for r in exported]
         pixel_sizes = [_as_tuple(p.get("pixel_size_nm")) for p in provenances]
         _write_json(
@@ -384,16 +381,11 @@ def _staged_folder(final: Path) -> Iterator[Path]:
     except OSError as error:
         raise InputError(f"cannot create {final.parent}: {error.strerror or error}") from None
     check_writable(final.parent)
-    staging = final.parent / f"{TEMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
+    # Removed on any exception, GeneratorExit (the user cancels) included.
+    with staging_folder(final) as staging:
         yield staging
-        if final.exists():
-            final.rmdir()  # empty (checked above)
-        os.rename(staging, final)
-    except BaseException:  # includes GeneratorExit when the user cancels
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        # No per-file fsync: an export can be made again; the rename alone is atomic.
+        publish_folder(staging, final, sync=False)  # replaces final if empty (checked above)
 
 
 def _read_sample(
@@ -417,7 +409,7 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(content, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write_json(path, content, indent=2, ensure_ascii=False)
 
 
 # -- bookkeeping for the card ----------------------------------------------------------
@@ -464,7 +456,3 @@ def _shared_value(values: Iterable[Any]) -> Any:
         return None
     value = distinct.pop()
     return list(value) if isinstance(value, tuple) else value
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

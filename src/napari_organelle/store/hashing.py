@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-_CHUNK = 1 << 20
+from ..durable import sha256_file
+
+__all__ = ["content_sha256", "sample_key", "sha256_array", "sha256_file", "sha256_json"]
 
 
 def sha256_array(array: np.ndarray) -> str:
@@ -23,26 +22,6 @@ def sha256_array(array: np.ndarray) -> str:
     array = np.ascontiguousarray(array)
     digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     digest.update(array.view(np.uint8).reshape(-1) if array.size else b"")
-    return digest.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, cached per (path, size, modification time).
-
-    Corrections of many planes of one large stack would otherwise re-read the
-    whole stack at every save.
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    return _sha256_file_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=64)
-def _sha256_file_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -8,12 +8,13 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..durable import utc_now
 from ..errors import InputError
 
 T = TypeVar("T")
@@ -68,14 +69,24 @@ class Provenance:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | Provenance | None) -> Provenance:
-        """Build from a dict (as stored in the manifest) and check the field types.
+    def from_dict(cls, values: Mapping[str, Any] | Provenance | None) -> Provenance:
+        """Build from a dict (as :meth:`to_dict` makes it and the manifest stores it).
 
-        Keys that are not fields go into :attr:`extra`, so nothing the caller
-        recorded is lost.
+        The field types are checked and normalised (lists become tuples, a
+        single pixel size a ``(y, x)`` pair); missing keys take their defaults,
+        so samples saved before a field existed still load. Keys that are not
+        fields go into :attr:`extra`, so nothing the caller recorded is lost.
+        A :class:`Provenance` is checked the same way, None gives the defaults.
 
         Raises:
             InputError: a field has a value of the wrong kind.
+
+        Examples:
+            >>> details = Provenance.from_dict({"plane": [3], "pixel_size_nm": 4.6, "stain": "Os"})
+            >>> details.plane, details.pixel_size_nm, details.extra
+            ((3,), (4.6, 4.6), {'stain': 'Os'})
+            >>> Provenance.from_dict(details.to_dict()) == details
+            True
         """
         if values is None:
             return cls()
@@ -107,12 +118,58 @@ class Provenance:
         except (TypeError, ValueError) as error:
             raise InputError(f"invalid provenance: {error}") from None
 
+    @property
+    def model(self) -> str | None:
+        """``name@version`` of the model whose proposal was corrected (the bare name
+        without a version); None when drawn from scratch.
+
+        Examples:
+            >>> Provenance(model_name="em-lab", model_version="2").model
+            'em-lab@2'
+        """
+        if not self.model_name:
+            return None
+        return f"{self.model_name}@{self.model_version}" if self.model_version else self.model_name
+
+    @property
+    def source_name(self) -> str:
+        """The source file's name, else the image layer's name, else ``""`` (for listings)."""
+        if self.source_path:
+            return PurePath(self.source_path).name
+        return self.image_layer or ""
+
+    def cut_from(self, original: Provenance) -> Provenance:
+        """This provenance, for a sample cut out of the stored sample ``original``.
+
+        The new sample takes the original's source (path and hash), plane and
+        pixel size, and its crop is moved into the original's source plane,
+        so saving a loaded sample again makes a new version of that sample
+        rather than a new sample.
+
+        Examples:
+            >>> original = Provenance(source_path="cell.tif", plane=(2,), crop=(10, 20, 50, 60))
+            >>> again = Provenance(image_layer="sample 1", crop=(5, 5, 15, 25)).cut_from(original)
+            >>> again.source_path, again.plane, again.crop
+            ('cell.tif', (2,), (15, 25, 25, 45))
+        """
+        inherited: dict[str, Any] = {
+            name: getattr(original, name)
+            for name in ("source_path", "source_sha256", "source_sha256_of", "pixel_size_nm")
+            if getattr(original, name) is not None}
+        crop = self.crop
+        if original.crop is not None:
+            y0, x0 = original.crop[:2]
+            crop = original.crop if crop is None else (y0 + crop[0], x0 + crop[1],
+                                                       y0 + crop[2], x0 + crop[3])
+        return dataclasses.replace(self, plane=original.plane, plane_axes=original.plane_axes,
+                                   crop=crop, **inherited)
+
     def completed(self) -> Provenance:
         """A copy with the annotator and time filled in when missing."""
         return dataclasses.replace(
             self,
             annotator=self.annotator or current_user(),
-            time=self.time or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            time=self.time or utc_now(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +214,19 @@ def changed_pixels(
             raise InputError(f"region has shape {region.shape}, the masks {changed.shape}")
         changed &= region
     return int(np.count_nonzero(changed))
+
+
+def split_model(full_name: Any) -> tuple[str | None, str | None]:
+    """``"name@version"`` as ``(name, version)``; a bare name has no version.
+
+    Examples:
+        >>> split_model("em-lab@3"), split_model("em-organelles"), split_model(None)
+        (('em-lab', '3'), ('em-organelles', None), (None, None))
+    """
+    if not isinstance(full_name, str) or not full_name.strip():
+        return None, None
+    name, sep, version = full_name.strip().rpartition("@")
+    return (name, version or None) if sep and name else (full_name.strip(), None)
 
 
 def current_user() -> str | None:

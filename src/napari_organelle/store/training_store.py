@@ -15,13 +15,13 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..durable import atomic_write_json, utc_now
 from ..errors import InputError, StoreError
 from . import layout
 from .durable import (
@@ -300,7 +300,7 @@ class TrainingStore:
             image, labels, reviewed,
             known_classes=self.classes, instances=instances, proposals=proposals,
         )
-        details = _complete_provenance(Provenance.from_mapping(provenance), prepared)
+        details = _complete_provenance(Provenance.from_dict(provenance), prepared)
         key = sample_key(details.source_sha256 or "", details.plane, details.crop)
         duplicate = self._find_current(self._state(), prepared.content_sha256)
         if duplicate is not None:  # nothing to write: fine even in a read-only store
@@ -443,7 +443,7 @@ class TrainingStore:
             id=layout.sample_id(key, version),
             key=key,
             version=version,
-            saved=_now(),
+            saved=utc_now(),
             shape=prepared.image.shape,  # type: ignore[arg-type]
             image_dtype=prepared.image.dtype.name,
             classes=tuple(prepared.masks),
@@ -493,7 +493,7 @@ class TrainingStore:
             state = self._state()
             if (sample_id in state.excluded) == (op == EXCLUDE):
                 return False
-            event: dict[str, Any] = {"op": op, "id": sample_id, "time": _now()}
+            event: dict[str, Any] = {"op": op, "id": sample_id, "time": utc_now()}
             by = current_user()
             if by:
                 event["by"] = by
@@ -701,8 +701,7 @@ def _read_store_json(path: Path) -> dict[str, Any]:
 
 
 def _write_store_json(path: Path, settings: dict[str, Any]) -> None:
-    text = json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path / layout.STORE_FILE, text.encode("utf-8"))
+    atomic_write_json(path / layout.STORE_FILE, settings, indent=2, ensure_ascii=False)
 
 
 def _create_store(path: Path, classes: list[str]) -> None:
@@ -719,7 +718,7 @@ def _create_store(path: Path, classes: list[str]) -> None:
             {
                 "format": STORE_FORMAT,
                 "schema_version": SCHEMA_VERSION,
-                "created": _now(),
+                "created": utc_now(),
                 "created_by": layout.generator_name(),
                 "classes": classes,
                 "ignore_value": IGNORE_VALUE,
@@ -742,7 +741,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -5,12 +5,14 @@ export): ``<set>/dataset.json``, ``<set>/<split>/images/<name>.tif``,
 ``<set>/<split>/masks/<class>/<name>.tif``. Sets annotate different classes:
 a class a set does not annotate is *unknown* there, not background, so its
 target is marked invalid and the loss ignores it. Pixels equal to the set's
-``ignore_value`` (255 in exports of corrections) are invalid too.
+``ignore_value`` (255 in exports of corrections and em-hela-sbfsem-mito) are
+invalid too; a set whose ``dataset.json`` gives none still has 255 ignored
+here, as before. ``dataset.json`` is read by
+:func:`napari_organelle.evaluation.read_dataset_info`, the reader scoring uses.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..evaluation import mask_classes, read_dataset_info
+
+__all__ = [
+    "IGNORE",
+    "DatasetSpec",
+    "TrainingImage",
+    "dataset_classes",
+    "load_dataset",
+    "normalize_percentile",
+    "read_dataset_info",
+    "split_by_image",
+]
 
 #: Target value for pixels the loss must not see.
 IGNORE = 255
@@ -61,19 +75,12 @@ class TrainingImage:
     weight: float = 1.0
 
 
-def read_dataset_info(path: Path) -> dict:
-    info_path = Path(path) / "dataset.json"
-    if not info_path.exists():
-        return {}
-    try:
-        return json.loads(info_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{info_path} is not valid JSON: {error}") from None
-
-
 def dataset_classes(path: Path, split: str = "train") -> list[str]:
-    masks = Path(path) / split / "masks"
-    return sorted(p.name for p in masks.iterdir() if p.is_dir()) if masks.is_dir() else []
+    """The ``<split>/masks/<class>`` folders of a data set, sorted.
+
+    See :func:`napari_organelle.evaluation.mask_classes`.
+    """
+    return mask_classes(path, split)
 
 
 def load_dataset(
@@ -103,8 +110,8 @@ def load_dataset(
         raise InputError(f"{root} has no {spec.split}/images folder; expected the layout "
                          "<set>/<split>/images/*.tif and <set>/<split>/masks/<class>/*.tif")
     info = read_dataset_info(root)
-    data_pixel = spec.pixel_size_nm or _pixel_size(info)
-    ignore_value = int(info.get("ignore_value", IGNORE))
+    data_pixel = spec.pixel_size_nm or info.pixel_size_nm
+    ignore_value = IGNORE if info.ignore_value is None else info.ignore_value
     class_map = spec.class_map or {name: name for name in dataset_classes(root, spec.split)
                                    if name in class_names}
     usable = {data: model for data, model in class_map.items() if model in class_names}
@@ -155,17 +162,10 @@ def normalize_percentile(raw: np.ndarray, low: float = 1.0, high: float = 99.8) 
     return out.astype(np.float32)
 
 
-def _pixel_size(info: dict) -> float | None:
-    value = info.get("pixel_size_nm")
-    if isinstance(value, (list, tuple)):
-        value = value[-1]
-    return float(value) if value else None
-
-
 def _rescale(image: np.ndarray, target: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     from skimage.transform import resize
 
-    shape = (max(32, int(round(image.shape[0] * scale))), max(32, int(round(image.shape[1] * scale))))
+    shape = (max(32, round(image.shape[0] * scale)), max(32, round(image.shape[1] * scale)))
     image = resize(image, shape, order=1, anti_aliasing=scale < 1, preserve_range=True)
     resized = np.empty((target.shape[0], *shape), dtype=np.uint8)
     for channel, values in enumerate(target):
@@ -191,7 +191,7 @@ def split_by_image(images: list[TrainingImage], val_fraction: float, seed: int =
         by_source.setdefault(item.source, []).append(item)
     for items in by_source.values():
         order = rng.permutation(len(items))
-        n_val = int(round(val_fraction * len(items)))
+        n_val = round(val_fraction * len(items))
         if n_val == 0 and len(items) >= 3:
             n_val = 1
         n_val = min(n_val, len(items) - 1)

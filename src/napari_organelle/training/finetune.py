@@ -37,13 +37,13 @@ import os
 import shutil
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..devices import resolve_device
+from ..durable import atomic_write_json, utc_now
 from ..errors import InputError, ModelError
 from ..models import ClassSpec, ModelCard, ModelInfo, load_model, user_data_dir
 from ..models.versions import check_model_name, register_version
@@ -57,12 +57,17 @@ __all__ = [
     "RUN_FILE",
     "FinetuneResult",
     "FinetuneSettings",
+    "RegisteredVersion",
+    "RunRecord",
+    "RunRecordError",
     "default_data_root",
     "default_work_dir",
     "finetune",
     "finetune_iter",
+    "read_run",
     "register_run",
     "resume_settings",
+    "write_run",
 ]
 
 RUN_FILE = "run.json"
@@ -209,6 +214,217 @@ class FinetuneResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class RunRecordError(InputError):
+    """The record of a fine-tuning run (``run.json``) is damaged or cannot be read."""
+
+
+@dataclass
+class RegisteredVersion:
+    """The model version a run's best checkpoint was registered as.
+
+    Attributes:
+        version: its full name, ``name@version``.
+        weights_sha256: hash of the weights registered (a later checkpoint differs).
+    """
+
+    version: str
+    weights_sha256: str | None = None
+
+
+@dataclass
+class RunRecord:
+    """What a run folder's ``run.json`` says about a fine-tuning run.
+
+    Written when a run starts, rewritten once the base model has been scored
+    and when the result is registered (atomically, see
+    :func:`~napari_organelle.durable.atomic_write_json`); read to resume the
+    run and to register its best checkpoint with its lineage.
+
+    Attributes:
+        settings: what the user chose.
+        base: full name of the base model (``name@version``).
+        classes: classes of the model being trained (the base's, then the added ones).
+        data_manifest_sha256: hash of the training data manifest.
+        started: when the run first started (UTC ISO 8601), kept when resumed.
+        device: the device it trains on.
+        added_classes: classes given new output channels.
+        data: one summary per data source (``name``, ``kind``, ``role``,
+            image counts, ``class_map``, ``licence``).
+        replay_datasets: the base model's data sets replayed.
+        recipe_datasets: the data sets the new model learnt from, for its card.
+        validation_images: names of the held-out images.
+        monitor_images: names of the held-out replay images scored for forgetting.
+        training_images: how many images are trained on.
+        notes: things the user should know.
+        before: validation Dice per class of the base model (once scored).
+        monitor_before: the same on ``monitor_images``.
+        registered: the version the best checkpoint became, once registered.
+
+    Examples:
+        >>> settings = FinetuneSettings(base="em-organelles", data=[Path("store")], name="lab")
+        >>> record = RunRecord(settings, base="em-organelles@1.0.0", classes=["mitochondria"],
+        ...                    data_manifest_sha256="ab" * 32, started="2024-05-01T10:00:00+00:00",
+        ...                    device="cpu")
+        >>> RunRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+        True
+    """
+
+    settings: FinetuneSettings
+    base: str
+    classes: list[str]
+    data_manifest_sha256: str
+    started: str
+    device: str
+    added_classes: list[str] = field(default_factory=list)
+    data: list[dict[str, Any]] = field(default_factory=list)
+    replay_datasets: list[dict[str, Any]] = field(default_factory=list)
+    recipe_datasets: list[dict[str, Any]] = field(default_factory=list)
+    validation_images: list[str] = field(default_factory=list)
+    monitor_images: list[str] = field(default_factory=list)
+    training_images: int = 0
+    notes: list[str] = field(default_factory=list)
+    before: dict[str, float] = field(default_factory=dict)
+    monitor_before: dict[str, float] = field(default_factory=dict)
+    registered: RegisteredVersion | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the layout of ``run.json``)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["settings"] = self.settings.to_dict()
+        data["registered"] = asdict(self.registered) if self.registered else None
+        return json.loads(json.dumps(data))  # deep copy; fails here on a value JSON cannot hold
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (written by a later version).
+
+        Raises:
+            ValueError: a field is missing; TypeError: a field has the wrong type. The
+                message names the field.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        settings = _field(data, "settings", dict)
+        try:
+            parsed = FinetuneSettings.from_dict(settings)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise ValueError(f"'settings' are not fine-tuning settings ({error})") from None
+        if not isinstance(parsed.name, str) or not isinstance(parsed.base, str):
+            raise TypeError("'settings' lack the model name or base model")
+        registered = _field(data, "registered", (dict, type(None)), None)
+        if registered is not None:
+            version = _field(registered, "version", str)
+            sha = _field(registered, "weights_sha256", (str, type(None)), None)
+            registered = RegisteredVersion(version, sha)
+        data_entries = _field(data, "data", list, [])
+        for entry in data_entries:
+            if not isinstance(entry, dict) or not all(
+                    isinstance(entry.get(key), str) for key in ("name", "kind", "role")):
+                raise TypeError("an entry of 'data' lacks its name, kind or role")
+        return cls(
+            settings=parsed,
+            base=_field(data, "base", str),
+            classes=_strings(data, "classes", required=True),
+            data_manifest_sha256=_field(data, "data_manifest_sha256", str),
+            started=_field(data, "started", str),
+            device=_field(data, "device", str, ""),
+            added_classes=_strings(data, "added_classes"),
+            data=data_entries,
+            replay_datasets=_records(data, "replay_datasets"),
+            recipe_datasets=_records(data, "recipe_datasets"),
+            validation_images=_strings(data, "validation_images"),
+            monitor_images=_strings(data, "monitor_images"),
+            training_images=_field(data, "training_images", int, 0),
+            notes=_strings(data, "notes"),
+            before=_scores(data, "before"),
+            monitor_before=_scores(data, "monitor_before"),
+            registered=registered,
+        )
+
+
+_REQUIRED = object()
+
+
+def _field(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           default: Any = _REQUIRED) -> Any:
+    """``data[key]`` if it is a ``kind``, ``default`` if absent (else ValueError, TypeError)."""
+    if key not in data:
+        if default is _REQUIRED:
+            raise ValueError(f"{key!r} is missing")
+        return default
+    value = data[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        wanted = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in kinds)
+        found = _JSON_NAMES.get(type(value), type(value).__name__)
+        raise TypeError(f"{key!r} should be {wanted}, not {found}")
+    return value
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "text", int: "a whole number",
+               float: "a number", bool: "true or false", type(None): "null"}
+
+
+def _strings(data: Mapping[str, Any], key: str, required: bool = False) -> list[str]:
+    values = _field(data, key, list, _REQUIRED if required else [])
+    if not all(isinstance(value, str) for value in values):
+        raise TypeError(f"{key!r} should be a list of names")
+    return list(values)
+
+
+def _records(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    values = _field(data, key, list, [])
+    if not all(isinstance(value, dict) for value in values):
+        raise TypeError(f"{key!r} should be a list of objects")
+    return list(values)
+
+
+def _scores(data: Mapping[str, Any], key: str) -> dict[str, float]:
+    values = _field(data, key, dict, {})
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+        raise TypeError(f"{key!r} should map class names to numbers")
+    return {str(k): float(v) for k, v in values.items()}
+
+
+def read_run(work_dir: str | os.PathLike) -> RunRecord | None:
+    """The record of the fine-tuning run in ``work_dir``, or None if it holds none.
+
+    Args:
+        work_dir: a run folder (see :func:`default_work_dir`).
+
+    Raises:
+        RunRecordError: ``run.json`` exists but cannot be read, is not JSON, or
+            is not a run record. A damaged record is never taken as "no run":
+            that would silently start over, or register nothing.
+    """
+    path = Path(work_dir) / RUN_FILE
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise RunRecordError(f"cannot read the fine-tuning run record {path} "
+                             f"({error.strerror or error}); check the folder's permissions"
+                             ) from None
+    try:
+        return RunRecord.from_dict(json.loads(content.decode("utf-8")))
+    except json.JSONDecodeError as error:
+        reason = f"not valid JSON: {error.msg}, line {error.lineno} column {error.colno}"
+    except UnicodeDecodeError as error:
+        reason = f"not text: byte {error.start} is not UTF-8"
+    except (ValueError, TypeError) as error:
+        reason = str(error)
+    raise RunRecordError(
+        f"the fine-tuning run record {path} is damaged ({reason}), so this run can be "
+        "neither resumed nor kept as a version. Start the run again without resuming "
+        "(that replaces the run folder), or restore the file from a backup")
+
+
+def write_run(work_dir: str | os.PathLike, run: RunRecord) -> None:
+    """Write ``run`` as ``run.json`` in ``work_dir``, atomically: a crash leaves the old one."""
+    atomic_write_json(Path(work_dir) / RUN_FILE, run.to_dict())
+
+
 # ---------------------------------------------------------------------- folders
 
 
@@ -235,12 +451,13 @@ def resume_settings(name: str, work_dir: Path | None = None) -> FinetuneSettings
 
     Raises:
         InputError: there is no run to resume.
+        RunRecordError: the run's record is damaged.
     """
     folder = Path(work_dir) if work_dir else default_work_dir(name)
-    run = _read_run(folder)
-    if not run:
+    run = read_run(folder)
+    if run is None:
         raise InputError(f"there is no run of {name} to resume in {folder}")
-    settings = FinetuneSettings.from_dict(run["settings"])
+    settings = FinetuneSettings.from_dict(run.settings.to_dict())  # a copy
     settings.work_dir = folder
     return settings
 
@@ -269,12 +486,14 @@ def finetune_iter(settings: FinetuneSettings, resume: bool = False,
 
     Raises:
         InputError: bad settings, or data the model cannot use.
+        RunRecordError: resuming, and the run's record is damaged.
         ModelError: the base model cannot be loaded.
     """
     settings.check()
     work_dir = Path(settings.work_dir) if settings.work_dir else default_work_dir(settings.name)
-    previous = _read_run(work_dir) if resume else {}
-    if resume and not previous:
+    # Not resuming: the old record (even a damaged one) is replaced, never read.
+    previous = read_run(work_dir) if resume else None
+    if resume and previous is None:
         raise InputError(f"there is no run to resume in {work_dir}")
     yield Progress(0, 0, f"loading {settings.base}")
     base = load_model(settings.base)
@@ -293,8 +512,8 @@ def finetune_iter(settings: FinetuneSettings, resume: bool = False,
         _clear_run(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     run = _run_record(settings, base.card, card, plan, previous)
-    _write_json(work_dir / MANIFEST_FILE, plan.manifest)
-    _write_json(work_dir / RUN_FILE, run)
+    atomic_write_json(work_dir / MANIFEST_FILE, plan.manifest)
+    write_run(work_dir, run)
 
     config = _train_config(settings, card, plan, work_dir, resume)
     history: list[dict[str, Any]] = []
@@ -354,17 +573,18 @@ def register_run(work_dir: str | os.PathLike, stopped: str,
 
     Raises:
         InputError: the folder holds no run.
+        RunRecordError: the run's record is damaged.
     """
     folder = Path(work_dir)
-    run = _read_run(folder)
-    if not run:
+    run = read_run(folder)
+    if run is None:
         raise InputError(f"{folder} holds no fine-tuning run")
-    added = set(run.get("added_classes", []))
-    before = {k: v for k, v in run.get("before", {}).items() if k not in added}
-    monitor_before = {k: v for k, v in run.get("monitor_before", {}).items() if k not in added}
+    added = set(run.added_classes)
+    before = {k: v for k, v in run.before.items() if k not in added}
+    monitor_before = {k: v for k, v in run.monitor_before.items() if k not in added}
     common = {"before": before, "monitor_before": monitor_before, "stopped": stopped,
-              "validation_images": run.get("validation_images", []),
-              "notes": run.get("notes", []), "work_dir": folder,
+              "validation_images": list(run.validation_images),
+              "notes": list(run.notes), "work_dir": folder,
               "history": list(history or [])}
     best = folder / "best"
     if not (best / "card.json").exists():
@@ -372,7 +592,7 @@ def register_run(work_dir: str | os.PathLike, stopped: str,
     card = ModelCard.load(best / "card.json")
     common["after"] = dict(card.metrics.get("validation", {}))
     common["monitor_after"] = dict(card.metrics.get("monitor", {}))
-    existing = _already_registered(run.get("registered", {}), card)
+    existing = _already_registered(run.registered, card)
     if existing is not None:
         return FinetuneResult(version=existing,
                               card=ModelCard.load(existing.path / "card.json"), **common)
@@ -380,25 +600,24 @@ def register_run(work_dir: str | os.PathLike, stopped: str,
     timing = _timing(folder, card, history, run, stopped)
     _describe_result(card, run)
     lineage = {
-        "parent": run["base"],
-        "data_manifest_sha256": run["data_manifest_sha256"],
-        "data": run["data"],
-        "settings": {"finetune": run["settings"], "training": card.recipe},
+        "parent": run.base,
+        "data_manifest_sha256": run.data_manifest_sha256,
+        "data": run.data,
+        "settings": {"finetune": run.settings.to_dict(), "training": card.recipe},
         "metrics": {
-            "validation": {"images": run.get("validation_images", []),
+            "validation": {"images": run.validation_images,
                            "before": before, "after": common["after"]},
-            "replay_validation": {"images": run.get("monitor_images", []),
+            "replay_validation": {"images": run.monitor_images,
                                   "before": monitor_before, "after": common["monitor_after"]},
         },
         "time": timing,
     }
     card.save(best / "card.json")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    info = register_version(best, run["settings"]["name"], lineage=lineage, manifest=manifest,
+    info = register_version(best, run.settings.name, lineage=lineage, manifest=manifest,
                             activate=activate)
-    run["registered"] = {"version": info.full_name,
-                         "weights_sha256": card.extra.get("weights_sha256")}
-    _write_json(folder / RUN_FILE, run)
+    run.registered = RegisteredVersion(info.full_name, card.extra.get("weights_sha256"))
+    write_run(folder, run)
     return FinetuneResult(version=info, card=ModelCard.load(info.path / "card.json"), **common)
 
 
@@ -502,8 +721,8 @@ def _replay_sources(settings: FinetuneSettings, base: ModelCard, card: ModelCard
     """The base model's own training sets found on this machine, read for ``card``."""
     entries = list(base.recipe.get("datasets") or [])
     if not entries:
-        return [], [], [f"replay skipped: the card of {base.full_name} names no training "
-                        "data sets"]
+        return [], [], [(f"replay skipped: the card of {base.full_name} names no training "
+                         "data sets")]
     root = Path(settings.data_root) if settings.data_root else default_data_root()
     sources, used, notes = [], [], []
     for entry in entries:
@@ -522,7 +741,7 @@ def _replay_sources(settings: FinetuneSettings, base: ModelCard, card: ModelCard
         files = dataset_files(folder, entry.get("split", "train"), images,
                                class_map or {name: name for name in card.class_names})
         sources.append(DataSource(folder, "dataset", images, [i.name for i in images],
-                                  class_map, [], files, read_dataset_info(folder)))
+                                  class_map, [], files, read_dataset_info(folder).raw))
         used.append(entry)
     return sources, used, notes
 
@@ -578,30 +797,28 @@ def _augment_settings(card: ModelCard) -> AugmentSettings:
 
 
 def _run_record(settings: FinetuneSettings, base: ModelCard, card: ModelCard, plan: _Plan,
-                previous: Mapping[str, Any]) -> dict[str, Any]:
+                previous: RunRecord | None) -> RunRecord:
     notes = list(plan.notes)
-    if previous and previous.get("data_manifest_sha256") != plan.manifest["sha256"]:
+    if previous and previous.data_manifest_sha256 != plan.manifest["sha256"]:
         notes.append("the training data changed since this run started; resuming on the new data")
-    run = {
-        "settings": settings.to_dict(),
-        "base": base.full_name,
-        "classes": card.class_names,
-        "added_classes": [spec.name for spec in settings.add_classes],
-        "data": plan.summary,
-        "replay_datasets": plan.replay_entries,
-        "recipe_datasets": _recipe_datasets(base, plan),
-        "data_manifest_sha256": plan.manifest["sha256"],
-        "validation_images": [item.name for item in plan.val],
-        "monitor_images": [item.name for item in plan.monitor],
-        "training_images": len(plan.train),
-        "notes": notes,
-        "started": previous.get("started") or _now(),
-        "device": str(resolve_device(settings.device)),
-    }
-    for key in ("before", "monitor_before"):
-        if key in previous:
-            run[key] = previous[key]
-    return run
+    return RunRecord(
+        settings=FinetuneSettings.from_dict(settings.to_dict()),  # as they were at the start
+        base=base.full_name,
+        classes=list(card.class_names),
+        added_classes=[spec.name for spec in settings.add_classes],
+        data=plan.summary,
+        replay_datasets=plan.replay_entries,
+        recipe_datasets=_recipe_datasets(base, plan),
+        data_manifest_sha256=plan.manifest["sha256"],
+        validation_images=[item.name for item in plan.val],
+        monitor_images=[item.name for item in plan.monitor],
+        training_images=len(plan.train),
+        notes=notes,
+        started=(previous.started if previous else "") or utc_now(),
+        device=str(resolve_device(settings.device)),
+        before=dict(previous.before) if previous else {},
+        monitor_before=dict(previous.monitor_before) if previous else {},
+    )
 
 
 def _recipe_datasets(base: ModelCard, plan: _Plan) -> list[dict[str, Any]]:
@@ -620,26 +837,26 @@ def _recipe_datasets(base: ModelCard, plan: _Plan) -> list[dict[str, Any]]:
     return entries
 
 
-def _remember(data: Mapping[str, Any], run: dict[str, Any], history: list[dict[str, Any]],
+def _remember(data: Mapping[str, Any], run: RunRecord, history: list[dict[str, Any]],
               work_dir: Path) -> None:
     """Keep a training report: steps in the history, the base model's scores in run.json."""
     if "before" in data:
-        run["before"] = _finite(data["before"])
-        run["monitor_before"] = _finite(data.get("monitor_before", {}))
-        _write_json(work_dir / RUN_FILE, run)
+        run.before = _finite(data["before"])
+        run.monitor_before = _finite(data.get("monitor_before", {}))
+        write_run(work_dir, run)
     else:
         history.append(dict(data))
 
 
-def _describe_result(card: ModelCard, run: Mapping[str, Any]) -> None:
+def _describe_result(card: ModelCard, run: RunRecord) -> None:
     """Say in the card what the model was fine-tuned on, with licences and data set names."""
-    card.recipe = {**card.recipe, "datasets": run.get("recipe_datasets", [])}
-    names = ", ".join(entry["name"] for entry in run["data"] if entry["role"] == "train")
-    sentence = f"Fine-tuned from {run['base']} on {names}."
+    card.recipe = {**card.recipe, "datasets": run.recipe_datasets}
+    names = ", ".join(entry["name"] for entry in run.data if entry["role"] == "train")
+    sentence = f"Fine-tuned from {run.base} on {names}."
     if sentence not in card.description:
         card.description = f"{card.description} {sentence}".strip()
     listed = {entry.get("name") for entry in card.training_data}
-    for entry in run["data"]:
+    for entry in run.data:
         if entry["role"] != "train" or entry["name"] in listed:
             continue
         licence = entry.get("licence") or ("the lab's own annotations (no licence recorded)"
@@ -649,35 +866,29 @@ def _describe_result(card: ModelCard, run: Mapping[str, Any]) -> None:
 
 
 def _timing(folder: Path, card: ModelCard, history: Sequence[Mapping[str, Any]] | None,
-            run: Mapping[str, Any], stopped: str) -> dict[str, Any]:
+            run: RunRecord, stopped: str) -> dict[str, Any]:
     curve = card.extra.get("training_curve") or [{}]
     last_curve = curve
     last_card = folder / "last" / "card.json"
     if last_card.exists():
         last_curve = ModelCard.load(last_card).extra.get("training_curve") or curve
     final = (list(history or []) or last_curve)[-1]
-    return {"started": run.get("started"), "finished": _now(),
+    return {"started": run.started, "finished": utc_now(),
             "steps": final.get("step"), "seconds": final.get("seconds"),
             "kept_step": curve[-1].get("step"), "stopped": stopped,
-            "device": run.get("device")}
+            "device": run.device}
 
 
-def _already_registered(registered: Mapping[str, Any], card: ModelCard) -> ModelInfo | None:
-    if not registered or registered.get("weights_sha256") != card.extra.get("weights_sha256"):
+def _already_registered(registered: RegisteredVersion | None, card: ModelCard
+                        ) -> ModelInfo | None:
+    if registered is None or registered.weights_sha256 != card.extra.get("weights_sha256"):
         return None
     from ..models import list_models
 
     for info in list_models():
-        if info.full_name == registered.get("version"):
+        if info.full_name == registered.version:
             return info
     return None
-
-
-def _read_run(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _clear_run(folder: Path) -> None:
@@ -688,15 +899,5 @@ def _clear_run(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def _write_json(path: Path, content: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=1) + "\n")
-    os.replace(temporary, path)
-
-
 def _finite(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in scores.items() if not math.isnan(v)}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

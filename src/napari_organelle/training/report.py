@@ -25,16 +25,19 @@ def evaluate_recipe(model: Model, recipe: dict[str, Any], data_root: Path | None
                     device: str = "auto") -> dict[str, Any]:
     """Score ``model`` on the recipe's test splits; returns ``{set: {class: scores}}``.
 
-    Real data sets are read under ``data_root``; ``{"simulated": {...}}``
-    entries draw held-out simulated images (seeds never used in training).
+    Real data sets are read under ``data_root`` and scored by
+    :func:`napari_organelle.evaluation.evaluate_dataset` (so pixels a set marks
+    as not annotated count neither way); ``{"simulated": {...}}`` entries draw
+    held-out simulated images (seeds never used in training).
     """
-    from ..cli.evaluate import evaluate_dataset, model_predictor
+    from ..evaluation import evaluate_dataset, model_predictor
 
     results: dict[str, Any] = {}
     kinds = {spec.name: spec.kind for spec in model.card.classes}
     for entry in recipe.get("evaluate", []):
         if "simulated" in entry:
-            results[entry.get("name", "simulated-test")] = _evaluate_simulated(model, entry["simulated"])
+            results[entry.get("name", "simulated-test")] = _evaluate_simulated(
+                model, entry["simulated"])
             continue
         folder = Path(data_root or ".") / entry["path"]
         if not folder.is_dir():
@@ -60,7 +63,7 @@ def _scores_dict(scores: Any) -> dict[str, float | None]:
 
 
 def _evaluate_simulated(model: Model, settings: dict[str, Any]) -> dict[str, Any]:
-    """Dice per class on held-out simulated images, each read through the output of its organelle."""
+    """Dice per class on held-out simulated images, each read through its organelle's output."""
     import numpy as np
 
     from ..inference import segment
@@ -93,23 +96,24 @@ def write_model_card(folder: Path, test_scores: dict[str, Any] | None = None) ->
     for spec in card.classes:
         lines.append(f"| {spec.name} | {spec.kind} | {spec.threshold} | {spec.min_size_px} |")
     lines += ["", "## Network", "",
-              f"- {card.architecture} with a `{card.encoder}` encoder trained from scratch "
+              (f"- {card.architecture} with a `{card.encoder}` encoder trained from scratch "
               f"(no ImageNet weights), {card.in_channels} input channel(s), "
-              f"options {json.dumps(card.arch_kwargs)}.",
-              f"- Input normalised between the {card.normalization.low} and "
-              f"{card.normalization.high} percentiles of each plane.",
+              f"options {json.dumps(card.arch_kwargs)}."),
+              (f"- Input normalised between the {card.normalization.low} and "
+              f"{card.normalization.high} percentiles of each plane."),
               f"- Pixel size: {card.pixel_size_nm} nm (images with a known, different pixel size "
               "are rescaled to it)." if card.pixel_size_nm else
               "- Pixel size: any (trained over a range; images are not rescaled).",
-              f"- Tile size {card.tile_size} px. Weights: float16 safetensors, "
-              f"{(folder / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB.", "",
+              (f"- Tile size {card.tile_size} px. Weights: float16 safetensors, "
+              f"{(folder / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB."), "",
               "## Training data", ""]
     for entry in card.training_data:
         lines.append(f"- **{entry.get('name')}**. Licence: {entry.get('licence')}. "
                      f"Cite: {entry.get('citation')}.")
     lines += ["", "## Test scores", "",
-              "Held-out test splits, never used for training or model selection. Pixel scores "
-              "pooled over the split; object F1 at IoU 0.5.", "",
+              ("Held-out test splits, never used for training or model selection. Pixel scores "
+              "pooled over the split, pixels a set marks as not annotated (its `ignore_value`) "
+              "left out; object F1 at IoU 0.5."), "",
               "| data set | class | Dice | IoU | precision | recall | object F1 |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for dataset, classes in card.metrics.get("test", {}).items():

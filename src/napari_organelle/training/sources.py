@@ -10,7 +10,6 @@ data manifest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..durable import sha256_file
 from ..errors import InputError
 from ..models import ModelCard
 from .datasets import (
@@ -142,7 +142,7 @@ def split_by_group(groups: Sequence[str], val_fraction: float, rng: np.random.Ge
     order = list(dict.fromkeys(groups))
     if val_fraction <= 0 or len(order) < 2:
         return list(range(len(groups))), []
-    n_val = int(round(val_fraction * len(order)))
+    n_val = round(val_fraction * len(order))
     if n_val == 0 and len(order) >= 3:
         n_val = 1
     n_val = min(n_val, len(order) - 1)
@@ -163,7 +163,7 @@ def _load_dataset(folder: Path, card: ModelCard, class_map: Mapping[str, str]) -
                           card.pixel_size_nm, normalization)
     groups = [item.name for item in images]
     return DataSource(folder, "dataset", images, groups, used, unused,
-                      dataset_files(folder, "train", images, used), read_dataset_info(folder))
+                      dataset_files(folder, "train", images, used), read_dataset_info(folder).raw)
 
 
 def dataset_files(folder: Path, split: str, images: Sequence[TrainingImage],
@@ -177,7 +177,7 @@ def dataset_files(folder: Path, split: str, images: Sequence[TrainingImage],
         relative = [f"{split}/images/{image.name}"]
         relative += [f"{split}/masks/{data_class}/{image.name}" for data_class in used
                      if (folder / split / "masks" / data_class / image.name).exists()]
-        files += [(item, _sha256_file(folder / item)) for item in relative]
+        files += [(item, sha256_file(folder / item)) for item in relative]
     return files
 
 
@@ -235,10 +235,3 @@ def _scale(data_pixel: Any, model_pixel: float | None) -> float:
         return 1.0
     return float(data_pixel) / float(model_pixel)
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
