@@ -18,6 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .confidence import (
+    ConfidenceMeter,
+    FeatureMeter,
+    confidence_limits,
+    confidence_warning,
+    feature_reference,
+    unfamiliar_classes,
+)
 from .devices import resolve_device
 from .errors import InputError
 from .image_input import PreparedImage, plane_statistics, prepare_image
@@ -52,6 +60,10 @@ class SegmentationResult:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unsure_share: dict[str, float] = field(default_factory=dict)
+    unfamiliar: dict[str, float] = field(default_factory=dict)
+    feature_distance: float | None = None
+    features: FeatureMeter | None = field(default=None, repr=False)
 
     def object_counts(self) -> dict[str, int]:
         """Objects per instance class (number of distinct ids), pixels' presence for masks."""
@@ -77,6 +89,14 @@ class SegmentationResult:
                                     for name, labels in self.labels.items()},
             "shape": list(next(iter(self.labels.values())).shape) if self.labels else [],
             "settings": self.settings,
+            # Per class: the share of considered pixels the model was unsure of, and the
+            # classes over the model's calibrated limit (the image looks unfamiliar).
+            "unsure_share": {name: (round(v, 4) if v == v else None)
+                             for name, v in self.unsure_share.items()},
+            "unfamiliar": {name: round(v, 4) for name, v in self.unfamiliar.items()},
+            "feature_distance": (round(self.feature_distance, 3)
+                                 if self.feature_distance is not None
+                                 and self.feature_distance == self.feature_distance else None),
             "notes": self.notes,
         }
 
@@ -145,12 +165,14 @@ def segment_iter(
     torch_device = resolve_device(device)
     batch = int(batch_size or (4 if torch_device.type == "cpu" else 16))
     predictor = _BatchPredictor(model, torch_device, tta)
+    features = predictor.features = FeatureMeter()
     specs = {name: card.class_spec(name) for _, names in jobs for name in names}
     outputs = {name: np.zeros(prepared.output_shape,
                               dtype=np.uint16 if spec.kind == "instance" else np.uint8)
                for name, spec in specs.items()}
     next_ids = dict.fromkeys(specs, 0)
     notes = list(prepared.notes)
+    meter = ConfidenceMeter(list(specs))
     sizes = _min_sizes(specs, min_size, scale)
 
     total_planes = prepared.n_planes * len(jobs)
@@ -183,7 +205,9 @@ def segment_iter(
             # probability image is held; rescaled planes need the probabilities to resize.
             thresholds = [specs[name].threshold for name in names] if scale == 1.0 else None
             predicted = yield from _with_plane_progress(
-                predict_plane(raw, predictor.for_classes(output_index), len(names), tile=tile,
+                predict_plane(raw, predictor.for_classes(
+                                  output_index, meter, [list(specs).index(n) for n in names]),
+                              len(names), tile=tile,
                               overlap=overlap, batch_size=batch, normalize=normalize,
                               thresholds=thresholds),
                 done_planes, total_planes)
@@ -211,6 +235,14 @@ def segment_iter(
                          "number): there is nothing to segment")
     if blank_planes:
         notes.append(f"{blank_planes} blank plane(s) were left unlabelled")
+    unsure_share = meter.unsure_share()
+    unfamiliar = unfamiliar_classes(unsure_share, confidence_limits(card.extra))
+    reference = feature_reference(card.extra)
+    distance = features.distance(*reference[:2]) if reference else None
+    far = distance if reference and distance == distance and distance > reference[2] else None
+    warning = confidence_warning(unfamiliar, card.full_name, far)
+    if warning:
+        notes.append(warning)
 
     return SegmentationResult(
         labels=outputs,
@@ -221,6 +253,10 @@ def segment_iter(
         settings={"tile_size": tile, "overlap": overlap, "batch_size": batch, "tta": tta,
                   "rescale": scale, "pixel_size_nm": pixel_size_nm},
         notes=notes,
+        unsure_share=unsure_share,
+        unfamiliar=unfamiliar,
+        feature_distance=distance,
+        features=features,
     )
 
 
@@ -252,10 +288,17 @@ class _BatchPredictor:
         self.network = model.network.to(device).eval()
         self.device = device
         self.tta = tta
+        #: When set, the deepest encoder features of each (unflipped) batch are recorded.
+        self.features: FeatureMeter | None = None
 
-    def for_classes(self, indices: list[int]) -> Callable[[np.ndarray], np.ndarray]:
+    def for_classes(self, indices: list[int], meter: ConfidenceMeter | None = None,
+                    meter_channels: list[int] | None = None
+                    ) -> Callable[[np.ndarray], np.ndarray]:
         def predict(batch: np.ndarray) -> np.ndarray:
-            return self(batch)[:, indices]
+            probabilities = self(batch)[:, indices]
+            if meter is not None:
+                meter.add(probabilities, meter_channels)
+            return probabilities
 
         return predict
 
@@ -268,12 +311,33 @@ class _BatchPredictor:
             flipped = torch.flip(inputs, dims) if dims else inputs
             with torch.autocast(self.device.type, dtype=torch.float16,
                                 enabled=self.device.type == "cuda"):
-                logits = self.network(flipped)
+                logits = self._forward(flipped, record=not dims)
             probabilities = torch.sigmoid(logits.float())
             if dims:
                 probabilities = torch.flip(probabilities, dims)
             total = probabilities if total is None else total + probabilities
         return (total / len(flips)).cpu().numpy()
+
+    def _forward(self, inputs: torch.Tensor, record: bool) -> torch.Tensor:
+        network = self.network
+        encoder = getattr(network, "encoder", None)
+        if not record or self.features is None or encoder is None or not hasattr(network,
+                                                                                 "decoder"):
+            return network(inputs)
+        # The same steps as smp's SegmentationModel.forward, keeping the deepest features.
+        encoded = encoder(inputs)
+        self.features.add(encoded[-1].float().cpu().numpy())
+        decoded = network.decoder(encoded) if not _decoder_takes_separate_features(network) else \
+            network.decoder(*encoded)
+        return network.segmentation_head(decoded)
+
+
+def _decoder_takes_separate_features(network: torch.nn.Module) -> bool:
+    """smp < 0.4 decoders take the features as separate arguments, newer ones as a list."""
+    import inspect
+
+    parameters = list(inspect.signature(network.decoder.forward).parameters.values())
+    return bool(parameters) and parameters[0].kind == inspect.Parameter.VAR_POSITIONAL
 
 
 def _plan_channel_jobs(prepared: PreparedImage, in_channels: int, wanted: list[str],

@@ -241,11 +241,18 @@ def _print_result(result: FinetuneResult) -> None:
 
 def _run_recipe(args: argparse.Namespace) -> int:
     from ..training import load_recipe, train_iter
+    from ..training.recipe import find_recipe
 
     overrides = {"iterations": args.iterations, "minutes": args.minutes, "device": args.device,
                  "threads": args.threads, "seed": args.seed, "val_fraction": args.val_fraction,
-                 "resume": args.resume or None}
+                 "resume": args.resume or None, "base": args.base}
     out = Path(args.out)
+    base_recipe = json.loads(find_recipe(args.recipe).read_text()).get("base_recipe")
+    if base_recipe and not args.base:
+        raise InputError(
+            f"recipe {args.recipe} continues training from the model that recipe {base_recipe} "
+            f"builds: run `napari-organelle train --recipe {base_recipe} --out runs/{base_recipe}` "
+            f"first, then pass --base runs/{base_recipe}/best")
     config, recipe = load_recipe(args.recipe, out, args.data_root, **overrides)
     if args.epochs:
         config.iterations = _epochs_to_iterations(config, args.epochs)

@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import resolve_device
+from ..durable import atomic_path, utc_now
 from ..errors import InputError
 from ..metrics import MetricAccumulator
 from ..models import ClassSpec, ModelCard, build_network, load_model, save_model
@@ -342,7 +342,10 @@ def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, st
     card.parent = base.card.full_name
     card.metrics = {}
     if config.card is not None:
+        # A recipe that continues from a base names the new model and says what it learned from.
         card.name, card.version = config.card.name, config.card.version
+        card.description = config.card.description or card.description
+        card.training_data = list(config.card.training_data) or card.training_data
     network = build_network(card)
     _copy_weights(base.network, network, len(base.card.classes))
     return card, network, base.card.full_name
@@ -397,7 +400,7 @@ def _save(card: ModelCard, network: torch.nn.Module, folder: Path, config: Train
           history: list[dict[str, Any]], scores: dict[str, float], parent: str | None,
           monitor: dict[str, float] | None = None) -> None:
     card.parent = parent
-    card.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    card.created = utc_now()
     card.recipe = config.recipe()
     card.metrics = dict(card.metrics)
     card.metrics["validation"] = {k: round(v, 4) for k, v in scores.items() if not math.isnan(v)}
@@ -420,10 +423,9 @@ def _checkpoint(folder: Path, card: ModelCard, network: torch.nn.Module,
                 optimizer: torch.optim.Optimizer, step: int, best: float,
                 history: list[dict[str, Any]], config: TrainConfig, parent: str | None) -> None:
     _save(card, network, folder, config, history, {}, parent)
-    temporary = folder / (STATE_FILE + ".tmp")
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best,
-                "history": json.dumps(history)}, temporary)
-    temporary.replace(folder / STATE_FILE)
+    with atomic_path(folder / STATE_FILE) as temporary:
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best,
+                    "history": json.dumps(history)}, temporary)
 
 
 def _restore(folder: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,

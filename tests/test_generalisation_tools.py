@@ -1,0 +1,134 @@
+"""What the generalisation work adds: EM augmentations, the unfamiliar-image warning, baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_organelle.baselines import classical_predictor, classical_segment
+from napari_organelle.cli import main
+from napari_organelle.confidence import FeatureMeter
+from napari_organelle.inference import segment
+from napari_organelle.models import load_model
+from napari_organelle.training.augment import (
+    AugmentSettings,
+    _random_curve,
+    _resin,
+    sample_batch,
+)
+from napari_organelle.training.datasets import IGNORE, TrainingImage
+
+from ._models import make_tiny_model
+
+EVERYTHING_ON = AugmentSettings(
+    scale=(0.5, 2.0), elastic_probability=1.0, curve_probability=1.0,
+    local_contrast_probability=1.0, illumination_probability=1.0, scanline_probability=1.0,
+    correlated_noise_probability=1.0, resin_probability=1.0, noise_probability=1.0,
+    blur_probability=1.0)
+
+
+def _disc_image(size: int = 300) -> TrainingImage:
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2)
+    image = np.where(disc, 0.2, 0.8).astype(np.float32)
+    target = np.stack([disc.astype(np.uint8), np.full(disc.shape, IGNORE, np.uint8)])
+    return TrainingImage(image, target, "set/disc", "set", 1.0)
+
+
+def test_every_augmentation_at_once_gives_finite_crops_with_valid_targets():
+    rng = np.random.default_rng(0)
+    images, targets = sample_batch([_disc_image()], 6, 64, rng, EVERYTHING_ON)
+    assert images.shape == (6, 1, 64, 64) and targets.shape == (6, 2, 64, 64)
+    assert torch.isfinite(images).all()
+    assert set(np.unique(targets.numpy())) <= {0, 1, IGNORE}
+    # The elastic warp and resin must not invent foreground where the second class is unknown.
+    assert not (targets[:, 1] == 1).any()
+
+
+def test_the_random_intensity_curve_keeps_the_order_of_grey_values():
+    rng = np.random.default_rng(3)
+    ramp = torch.linspace(-0.2, 1.2, 4096).view(1, 64, 64)
+    for _ in range(20):
+        curved = _random_curve(ramp, rng).flatten()
+        assert (curved[1:] - curved[:-1] >= -1e-6).all()
+        assert not torch.allclose(curved, ramp.flatten())
+
+
+def test_painted_resin_is_flat_background_in_every_class():
+    rng = np.random.default_rng(1)
+    images = torch.rand(4, 1, 64, 64)
+    targets = torch.ones(4, 2, 64, 64, dtype=torch.uint8)
+    before = images.clone()
+    images, targets = _resin(images, targets, rng, AugmentSettings(resin_probability=1.0))
+    changed = (images != before)[:, 0]
+    assert changed.any()
+    assert (targets[:, 0][changed] == 0).all() and (targets[:, 1][changed] == 0).all()
+    for index in range(4):  # flat within each crop (each has its own resin level)
+        if changed[index].sum() > 10:
+            assert images[index, 0][changed[index]].std() < before[index, 0][changed[index]].std()
+
+
+def test_segment_reports_how_unsure_and_how_unfamiliar(tmp_path):
+    model = load_model(make_tiny_model(tmp_path / "tiny"))
+    image = np.random.default_rng(0).normal(120, 20, (200, 200)).clip(0, 255).astype(np.uint8)
+    plain = segment(image, model)
+    assert set(plain.unsure_share) == {"mitochondria", "membranes"}
+    assert plain.feature_distance is None  # not calibrated: no claim either way
+    assert plain.features is not None and plain.features.vectors().shape[0] >= 1
+    width = plain.features.vectors().shape[1]
+
+    def calibrated(limit: float):
+        model.card.extra = {"confidence": {"feature_mean": [50.0] * width,
+                                           "feature_std": [0.01] * width,
+                                           "feature_distance_limit": limit}}
+        return segment(image, model)
+
+    far = calibrated(limit=1.0)
+    assert far.feature_distance > 1.0
+    assert any("looks unlike what tiny-em@0 learned" in note for note in far.notes)
+    assert far.summary()["feature_distance"] == pytest.approx(far.feature_distance, abs=1e-3)
+    near = calibrated(limit=far.feature_distance * 2)
+    assert not any("looks unlike" in note for note in near.notes)
+
+
+def test_unsure_share_limit_in_the_card_warns_per_class(tmp_path):
+    model = load_model(make_tiny_model(tmp_path / "tiny"))
+    image = np.random.default_rng(2).normal(120, 20, (200, 200)).clip(0, 255).astype(np.uint8)
+    share = segment(image, model).unsure_share["membranes"]
+    if share != share:
+        pytest.skip("the random network considers too few membrane pixels")
+    model.card.extra = {"confidence": {"unsure_share_limit": {"membranes": share / 2}}}
+    result = segment(image, model)
+    assert result.unfamiliar == {"membranes": pytest.approx(share)}
+    assert any("pixels it considers membranes" in note for note in result.notes)
+
+
+def test_feature_meter_distance_is_zero_at_the_reference():
+    meter = FeatureMeter()
+    vectors = np.random.default_rng(0).normal(size=(5, 3, 2, 2)).astype(np.float32)
+    meter.add(vectors)
+    pooled = meter.vectors()
+    assert meter.distance(pooled.mean(0), pooled.std(0)) == pytest.approx(
+        np.sqrt((((pooled - pooled.mean(0)) / pooled.std(0)) ** 2).mean(1)).mean())
+    assert np.isnan(FeatureMeter().distance(np.zeros(3), np.ones(3)))
+
+
+def test_classical_ridge_filter_finds_a_dark_membrane_and_nothing_far_from_it():
+    image = np.full((80, 80), 200.0)
+    image[:, 39:41] = 40.0  # a dark line, as a membrane in EM
+    mask = classical_segment(image, "sato", dark=True)
+    assert mask[:, 36:44].mean() > 0.5
+    assert mask[:, :20].sum() == 0 and mask[:, 60:].sum() == 0
+    with pytest.raises(ValueError, match="unknown classical method"):
+        classical_segment(image, "magic")
+    labels = classical_predictor("otsu", {"x": "instance"}, dark=True)(image, None)["x"]
+    assert labels.dtype == np.uint32
+
+
+def test_a_recipe_that_continues_from_another_says_which_to_build_first(tmp_path, capsys):
+    code = main(["train", "--recipe", "em-organelles", "--data-root", str(tmp_path),
+                 "--out", str(tmp_path / "run")])
+    assert code != 0
+    error = capsys.readouterr().err
+    assert "em-organelles-v1" in error and "--base" in error
