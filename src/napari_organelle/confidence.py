@@ -148,13 +148,15 @@ def confidence_limits(card_extra: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def confidence_warning(unfamiliar: Mapping[str, float], model_name: str,
-                       feature_distance: float | None = None) -> str | None:
+                       feature_distance: float | None = None,
+                       feature_limit: float | None = None) -> str | None:
     """The sentence shown when an image looks unlike the model's training data, or None.
 
     Args:
         unfamiliar: classes over their unsure-share limit, with their share.
         model_name: the model's full name.
         feature_distance: the image's feature distance, when over its limit.
+        feature_limit: that limit (the most seen on images the model handles well).
 
     Examples:
         >>> print(confidence_warning({"mitochondria": 0.71}, "em-organelles@2.0.0"))
@@ -167,8 +169,9 @@ the pixels it considers mitochondria): check the masks before trusting them, cor
     reasons = [f"unsure about {100 * share:.0f}% of the pixels it considers {name}"
                for name, share in unfamiliar.items()]
     if feature_distance is not None:
-        reasons.append(f"its features are {feature_distance:.1f} spreads from those of the "
-                       "training images")
+        within = f"; images it handles well score up to {feature_limit:.1f}" if feature_limit else ""
+        reasons.append(f"what the network sees in it is far from its training images: "
+                       f"distance {feature_distance:.1f}{within}")
     if not reasons:
         return None
     return (f"This image looks unlike what {model_name} learned from ({'; '.join(reasons)}): "

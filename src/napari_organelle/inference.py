@@ -240,7 +240,8 @@ def segment_iter(
     reference = feature_reference(card.extra)
     distance = features.distance(*reference[:2]) if reference else None
     far = distance if reference and distance == distance and distance > reference[2] else None
-    warning = confidence_warning(unfamiliar, card.full_name, far)
+    warning = confidence_warning(unfamiliar, card.full_name, far,
+                                 reference[2] if reference else None)
     if warning:
         notes.append(warning)
 

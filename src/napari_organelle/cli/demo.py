@@ -74,5 +74,7 @@ def _headless(args: argparse.Namespace) -> int:
         detail = (f"{count} objects" if count is not None
                   else f"{100 * summary['foreground_fraction'][class_name]:.1f}% of pixels")
         print(f"  {class_name:<16} {detail:<20} {out / (class_name + '.tif')}")
+    for note in result.notes:
+        print(f"  note: {note}")
     print(f"Results are in {out} (sample.tif, one label TIFF per organelle, summary.json).")
     return 0
