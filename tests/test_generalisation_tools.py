@@ -132,3 +132,17 @@ def test_a_recipe_that_continues_from_another_says_which_to_build_first(tmp_path
     assert code != 0
     error = capsys.readouterr().err
     assert "em-organelles-v1" in error and "--base" in error
+
+
+def test_a_model_trained_from_a_base_starts_without_the_bases_calibration(tmp_path):
+    from napari_organelle.models import save_model
+    from napari_organelle.training import TrainConfig
+    from napari_organelle.training.trainer import _starting_model
+
+    base = load_model(make_tiny_model(tmp_path / "tiny"))
+    base.card.extra = {"confidence": {"feature_distance_limit": 3.0}, "kept": 1}
+    save_model(base, tmp_path / "calibrated")
+    card, _, parent = _starting_model(TrainConfig(out=tmp_path / "run",
+                                                  base=str(tmp_path / "calibrated")))
+    assert parent == "tiny-em@0"
+    assert "confidence" not in card.extra and card.extra.get("kept") == 1

@@ -124,6 +124,10 @@ def write_model_card(folder: Path, test_scores: dict[str, Any] | None = None) ->
             cells = [_fmt(scores.get(key)) for key in
                      ("dice", "iou", "precision", "recall", "object_f1")]
             lines.append(f"| {dataset} | {name} | " + " | ".join(cells) + " |")
+    notes = card.extra.get("notes", [])
+    if notes:
+        # What was measured about the model after training: what helped, what did not.
+        lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     validation = card.metrics.get("validation", {})
     if validation:
         lines += ["", "Validation Dice of the kept checkpoint (held-out training images): "

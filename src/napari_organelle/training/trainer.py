@@ -143,7 +143,8 @@ def masked_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     n_valid = weight.sum()
     if n_valid == 0:
         return logits.sum() * 0.0
-    bce = F.binary_cross_entropy_with_logits(logits, truth, weight=weight, reduction="sum") / n_valid
+    bce = F.binary_cross_entropy_with_logits(logits, truth, weight=weight,
+                                             reduction="sum") / n_valid
     probability = torch.sigmoid(logits) * weight
     dims = (0, 2, 3)
     intersection = (probability * truth).sum(dims)
@@ -183,7 +184,8 @@ def validate(network: torch.nn.Module, images: Sequence[TrainingImage], class_na
 
 
 def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
-    """Train as configured; yields a :class:`Progress` per logged step, returns a :class:`TrainResult`.
+    """Train as configured; yields a :class:`Progress` per logged step, returns a
+    :class:`TrainResult`.
 
     Each progress carries ``data`` with ``step``, ``loss``, ``lr`` and, after a
     validation, ``val`` (Dice per class), ``best`` (best mean Dice so far) and,
@@ -341,6 +343,9 @@ def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, st
     card.classes = card.classes + new
     card.parent = base.card.full_name
     card.metrics = {}
+    # The base's calibration of the unfamiliar-image warning describes the base's features;
+    # training moves them, so a new model starts uncalibrated (benchmarks/confidence.py).
+    card.extra.pop("confidence", None)
     if config.card is not None:
         # A recipe that continues from a base names the new model and says what it learned from.
         card.name, card.version = config.card.name, config.card.version
