@@ -126,7 +126,8 @@ def worker(method: str, size: int, args: argparse.Namespace) -> dict:
         from monai.inferers import sliding_window_inference
 
         low, high = np.percentile(image[::8, ::8], [1.0, 99.8])
-        inputs = torch.from_numpy(image).float().sub_(float(low)).div_(float(high - low))[None, None]
+        inputs = torch.from_numpy(image).float().sub_(float(low)).div_(float(high - low))
+        inputs = inputs[None, None]
 
         def predict(batch):
             return torch.sigmoid(network(batch))
@@ -175,7 +176,8 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args)))
         return
 
-    methods = ["ours"] + ([] if args.skip_monai else ["monai"]) + ([] if args.skip_segment else ["segment"])
+    methods = (["ours"] + ([] if args.skip_monai else ["monai"])
+               + ([] if args.skip_segment else ["segment"]))
     rows = []
     passthrough = ["--model", args.model, "--tile", str(args.tile), "--overlap", str(args.overlap),
                    "--batch", str(args.batch), "--threads", str(args.threads),
@@ -190,7 +192,8 @@ def main() -> None:
                 continue
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{size:>6}px  {method:<8} {row['seconds']:8.1f} s  {row['mpix_per_s']:6.2f} MPix/s"
+            print(f"{size:>6}px  {method:<8} {row['seconds']:8.1f} s  "
+                  f"{row['mpix_per_s']:6.2f} MPix/s"
                   f"  working memory {row['working_memory_mb']:8.0f} MB  (peak RSS "
                   f"{row['peak_rss_mb']:.0f} MB)", flush=True)
     ratios = {}
@@ -200,10 +203,12 @@ def main() -> None:
             ours, monai = by_method["ours"], by_method["monai"]
             ratios[str(size)] = {
                 "speed_ours_over_monai": ours["mpix_per_s"] / monai["mpix_per_s"],
-                "memory_ours_over_monai": ours["working_memory_mb"] / max(monai["working_memory_mb"], 1e-9),
+                "memory_ours_over_monai": (ours["working_memory_mb"]
+                                           / max(monai["working_memory_mb"], 1e-9)),
             }
-            print(f"{size:>6}px  speed ours/MONAI = {ratios[str(size)]['speed_ours_over_monai']:.2f}x"
-                  f"   working memory ours/MONAI = {ratios[str(size)]['memory_ours_over_monai']:.3f}")
+            ratio = ratios[str(size)]
+            print(f"{size:>6}px  speed ours/MONAI = {ratio['speed_ours_over_monai']:.2f}x"
+                  f"   working memory ours/MONAI = {ratio['memory_ours_over_monai']:.3f}")
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},
               "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "out")},

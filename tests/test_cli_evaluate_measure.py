@@ -1,4 +1,5 @@
-"""Tests of evaluate_dataset and the ``evaluate`` / ``measure`` sub-commands, end to end on tiny TIFFs."""
+"""Tests of evaluate_dataset and the ``evaluate`` / ``measure`` sub-commands, end to end on
+tiny TIFFs."""
 
 from __future__ import annotations
 
@@ -246,7 +247,6 @@ def test_evaluate_command_reports_user_errors(tmp_path, capsys, fake_model):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_evaluate_command_with_a_real_tiny_model(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("segmentation_models_pytorch")
@@ -296,7 +296,8 @@ def write_cell(folder: Path) -> dict[str, Path]:
     cells = np.zeros((60, 60), np.uint16)
     cells[:, :30] = 1
     cells[:, 30:] = 2
-    paths = {"mito": folder / "mito_labels.tif", "er": folder / "er_mask.tif", "cells": folder / "cells.tif"}
+    paths = {"mito": folder / "mito_labels.tif", "er": folder / "er_mask.tif",
+             "cells": folder / "cells.tif"}
     for name, data in (("mito", mito), ("er", er), ("cells", cells)):
         tifffile.imwrite(paths[name], data)
     return paths
@@ -412,7 +413,8 @@ def test_measure_command_compares_folders(tmp_path, capsys):
 )
 def test_measure_command_reports_user_errors(tmp_path, capsys, arguments, message):
     paths = write_cell(tmp_path / "in")
-    status = main(["measure", str(paths["mito"]), str(paths["er"]), *arguments, "--out", str(tmp_path / "o")])
+    status = main(["measure", str(paths["mito"]), str(paths["er"]), *arguments,
+                   "--out", str(tmp_path / "o")])
     assert status == 1
     assert message in capsys.readouterr().err
 

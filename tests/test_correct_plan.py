@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("napari")  # an optional extra; no Qt is needed here
+
 from napari.components import ViewerModel
 from napari.layers import Image, Labels, Points
 

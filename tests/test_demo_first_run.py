@@ -6,21 +6,17 @@ with the bundled models, and presses Run without changing anything.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
+
+pytest.importorskip("napari")
+
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QDockWidget, QTabBar
 
 from napari_organelle._widgets._docks import DOCK_NAMES, open_demo
 
 pytestmark = [pytest.mark.gui]
-
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
-    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
 
 
 @pytest.fixture
@@ -103,3 +99,19 @@ def test_choosing_an_em_layer_switches_the_model_until_one_is_chosen_by_hand(dem
     assert segment.model_chosen_by_hand
     viewer.layers.selection.active = viewer.layers["mitochondria"]
     assert segment.model_combo.value is em_choice
+
+
+@pytest.mark.parametrize("second", ["Correct", "Train", "Analyze"])
+def test_a_dock_opened_from_the_plugins_menu_joins_the_open_one_as_a_tab(
+        make_napari_viewer, qtbot, private_home, second):
+    # As the Plugins menu opens them: one at a time, napari's default placement (no tabify).
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    segment_dock, _ = viewer.window.add_plugin_dock_widget("napari-organelle", "Segment")
+    qtbot.wait(50)
+    other_dock, _ = viewer.window.add_plugin_dock_widget("napari-organelle", second)
+    qtbot.wait(50)
+
+    assert isinstance(other_dock, QDockWidget)
+    assert window.tabifiedDockWidgets(segment_dock) == [other_dock]
+    assert window.dockWidgetArea(other_dock) == window.dockWidgetArea(segment_dock)

@@ -189,7 +189,7 @@ def test_nnunet_export_never_labels_what_an_unreviewed_overlapping_class_could_c
     assert "Skipped samples" in (result.path / "dataset_card.md").read_text()
 
 
-@pytest.mark.slow  # ~15 s: imports nnunetv2 (torch) here and in the check's spawned worker
+# ~15 s: imports nnunetv2 (torch) here and in the check's spawned worker
 def test_nnunet_export_passes_nnunets_own_integrity_check(
     store: TrainingStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

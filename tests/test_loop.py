@@ -13,12 +13,15 @@ Run under a virtual display::
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
+pytest.importorskip("napari")
+
+from napari_organelle._widgets._layers import METADATA_KEY
+from napari_organelle._widgets.correct import ALL_PLANES, CorrectWidget
+from napari_organelle._widgets.segment import SegmentWidget
+from napari_organelle._widgets.train import TrainWidget
 from napari_organelle.models import load_model
 from napari_organelle.models.versions import active_version
 from napari_organelle.store import TrainingStore
@@ -27,16 +30,6 @@ from ._datasets import disc_sample
 
 pytestmark = [pytest.mark.gui,
               pytest.mark.usefixtures("no_bundled_models", "one_torch_thread")]
-
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
-    # Qt would abort the whole test session without a display
-    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
-
-from napari_organelle._widgets._layers import METADATA_KEY  # noqa: E402 - needs a display
-from napari_organelle._widgets.correct import ALL_PLANES, CorrectWidget  # noqa: E402
-from napari_organelle._widgets.segment import SegmentWidget  # noqa: E402
-from napari_organelle._widgets.train import TrainWidget  # noqa: E402
 
 TIMEOUT_MS = 90_000
 

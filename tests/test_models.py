@@ -132,8 +132,8 @@ def test_em_recipe_reads_the_shared_data_with_unannotated_classes_ignored(shared
     isbi = next(spec for spec in config.datasets if spec.path.name == "em-isbi2012-membranes")
     from napari_organelle.training import load_dataset
 
-    images = load_dataset(isbi, config.card.class_names, config.card.pixel_size_nm,
-                          names=["00"] if (isbi.path / "train" / "images" / "00.tif").exists() else None)
+    first = ["00"] if (isbi.path / "train" / "images" / "00.tif").exists() else None
+    images = load_dataset(isbi, config.card.class_names, config.card.pixel_size_nm, names=first)
     mitochondria = config.card.class_names.index("mitochondria")
     # ISBI annotates only membranes: mitochondria there are unknown, never background
     assert (images[0].target[mitochondria] == IGNORE).all()

@@ -61,7 +61,11 @@ def test_scene_has_every_class_with_the_right_types(cell):
 
 def test_same_seed_gives_the_same_scene_and_other_seeds_do_not():
     kwargs = dict(shape=(96, 96), pixel_size_nm=100.0, organelles=("mitochondria", "lysosomes"))
-    first, again, other = simulate_cell(11, **kwargs), simulate_cell(11, **kwargs), simulate_cell(12, **kwargs)
+    first, again, other = (
+        simulate_cell(11, **kwargs),
+        simulate_cell(11, **kwargs),
+        simulate_cell(12, **kwargs),
+    )
     for name in kwargs["organelles"]:
         np.testing.assert_array_equal(first.channels[name], again.channels[name])
         np.testing.assert_array_equal(first.labels[name], again.labels[name])
@@ -168,7 +172,11 @@ def _skeleton_stats(mask: np.ndarray, pixel_size_nm: float) -> dict[str, float]:
 def test_er_skeleton_recovers_the_true_network(seed):
     pixel_size = 80.0
     cell = simulate_cell(
-        seed, shape=(224, 224), pixel_size_nm=pixel_size, organelles=("er",), params={"er": ERParams(sheets=False)}
+        seed,
+        shape=(224, 224),
+        pixel_size_nm=pixel_size,
+        organelles=("er",),
+        params={"er": ERParams(sheets=False)},
     )
     truth = cell.truth["er"]
     measured = _skeleton_stats(cell.labels["er"], pixel_size)
@@ -184,12 +192,16 @@ def test_er_skeleton_recovers_the_true_network(seed):
 
 def test_mitochondria_skeleton_recovers_the_true_network():
     pixel_size = 80.0
-    cell = simulate_cell(4, shape=(224, 224), pixel_size_nm=pixel_size, organelles=("mitochondria",))
+    cell = simulate_cell(
+        4, shape=(224, 224), pixel_size_nm=pixel_size, organelles=("mitochondria",)
+    )
     truth = cell.truth["mitochondria"]
     measured = _skeleton_stats(cell.labels["mitochondria"], pixel_size)
     # a skeleton runs into the rounded tips of a tube, past the ends of its centre line
     assert measured["length_nm"] == pytest.approx(truth["total_length_nm"], rel=0.15)
-    assert measured["junctions"] == pytest.approx(truth["n_junctions"], abs=max(2, 0.25 * truth["n_junctions"]))
+    assert measured["junctions"] == pytest.approx(
+        truth["n_junctions"], abs=max(2, 0.25 * truth["n_junctions"])
+    )
     assert measured["components"] == pytest.approx(truth["n_components"], rel=0.15, abs=2)
 
 
@@ -209,7 +221,9 @@ def test_graph_stats_of_a_hand_made_network():
     corners = np.array([(0, 0), (0, 10), (10, 10), (10, 0)], float)
     square = NetworkGraph(corners, np.array([(0, 1), (1, 2), (2, 3), (3, 0)]))
     loop = square.stats(1.0)
-    assert (loop.n_components, loop.n_junctions, loop.n_endpoints, loop.total_length_nm) == (1, 0, 0, 40.0)
+    assert (
+        loop.n_components, loop.n_junctions, loop.n_endpoints, loop.total_length_nm
+    ) == (1, 0, 0, 40.0)
 
 
 def test_clipping_a_graph_cuts_paths_at_the_box():
@@ -240,7 +254,9 @@ def test_contact_area_is_exact_on_known_masks():
 
 def test_scene_contacts_match_the_labels(cell):
     reported = cell.truth["contacts"]["mitochondria-er"]
-    measured = contact_stats(cell.labels["mitochondria"], cell.labels["er"], 80.0, reported["max_distance_nm"])
+    measured = contact_stats(
+        cell.labels["mitochondria"], cell.labels["er"], 80.0, reported["max_distance_nm"]
+    )
     assert reported["area_px"] == measured.area_px > 0
     assert reported["area_nm2"] == pytest.approx(measured.area_px * 80.0**2)
 
@@ -256,7 +272,9 @@ def test_psf_width_orders_widefield_confocal_sim():
         assert widefield > confocal > sim
         assert widefield == pytest.approx(0.21 * wavelength / na)
         # a closed pinhole approaches the ideal confocal 1/sqrt(2) narrowing
-        assert psf_sigma_nm("confocal", wavelength, na, pinhole_airy_units=0.0) == pytest.approx(widefield / np.sqrt(2))
+        assert psf_sigma_nm(
+            "confocal", wavelength, na, pinhole_airy_units=0.0
+        ) == pytest.approx(widefield / np.sqrt(2))
 
 
 def _measured_sigma_nm(settings: MicroscopeSettings) -> float:
@@ -273,7 +291,12 @@ def _measured_sigma_nm(settings: MicroscopeSettings) -> float:
 
 
 def test_imaged_point_sources_are_widest_in_widefield_and_sharpest_in_sim():
-    common = dict(emission_wavelength_nm=600.0, numerical_aperture=1.3, out_of_focus_fraction=0.0, defocus_fraction=0.0)
+    common = dict(
+        emission_wavelength_nm=600.0,
+        numerical_aperture=1.3,
+        out_of_focus_fraction=0.0,
+        defocus_fraction=0.0,
+    )
     sigmas = {}
     for modality in ("widefield", "confocal", "sim"):
         settings = MicroscopeSettings(modality=modality, **common)
@@ -303,17 +326,24 @@ def test_pmt_excess_noise_and_photon_counting():
         detector="pmt", gain_adu_per_electron=10.0, offset_adu=0.0, read_noise_electrons=0.0,
         excess_noise_factor=1.5, bit_depth=16,
     )
-    counts = Microscope(pmt, 100.0, seed=2).detect(np.full((256, 256), 40.0, np.float32)).astype(float)
+    counts = Microscope(pmt, 100.0, seed=2).detect(
+        np.full((256, 256), 40.0, np.float32)
+    ).astype(float)
     assert counts.mean() == pytest.approx(400.0, rel=0.02)
     assert counts.var() == pytest.approx(1.5 * 10.0**2 * 40.0, rel=0.08)
-    counting = MicroscopeSettings(detector="photon_counting", gain_adu_per_electron=1.0, offset_adu=0.0, bit_depth=8)
+    counting = MicroscopeSettings(
+        detector="photon_counting", gain_adu_per_electron=1.0, offset_adu=0.0, bit_depth=8
+    )
     photons = Microscope(counting, 100.0, seed=3).detect(np.full((256, 256), 300.0, np.float32))
     assert photons.max() == 255  # saturates at the bit depth
 
 
 def test_bleaching_dims_later_frames():
     settings = MicroscopeSettings(
-        bleach_rate_per_frame=0.05, background_fraction=0.0, illumination_falloff=0.0, illumination_roughness=0.0
+        bleach_rate_per_frame=0.05,
+        background_fraction=0.0,
+        illumination_falloff=0.0,
+        illumination_roughness=0.0,
     )
     microscope = Microscope(settings, 100.0, seed=4)
     optical = np.ones((32, 32), np.float32)

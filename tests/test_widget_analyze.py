@@ -13,66 +13,29 @@ units, tables, layers, plots, files and messages.
 from __future__ import annotations
 
 import math
-import os
-import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
+
+pytest.importorskip("napari")
+
 from napari.layers import Labels, Points
-from napari.utils.notifications import ErrorNotification, Notification, notification_manager
 from qtpy.QtCore import QThreadPool
 from qtpy.QtWidgets import QApplication
 
-from napari_organelle._widgets import _messages
 from napari_organelle._widgets._layers import METADATA_KEY
 from napari_organelle._widgets.analyze import AnalyzeWidget, layer_length_unit
 from napari_organelle.cli import main as cli_main
 
 pytestmark = pytest.mark.gui
 
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
-    # Qt would abort the whole test session without a display
-    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
-
 RUN_TIMEOUT_MS = 30_000
 UM = (0.1, 0.1)  # 100 nm pixels, napari scale in µm as this plugin's layers have
 
 
-# ---------------------------------------------------------------------- fixtures
-
-
-class Messages:
-    """What the widget told the user, by severity."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-
-
-@pytest.fixture
-def messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Messages]:
-    """Capture the widget's error and warning notifications (looked up in ``_messages``)."""
-    shown = Messages()
-    monkeypatch.setattr(_messages, "show_error", shown.errors.append)
-    monkeypatch.setattr(_messages, "show_warning", shown.warnings.append)
-    yield shown
-
-
-@pytest.fixture
-def tracebacks() -> Iterator[list[Notification]]:
-    """Notifications of unhandled exceptions (napari's traceback dialog); should stay empty."""
-    shown: list[Notification] = []
-
-    def record(notification: Notification) -> None:
-        if isinstance(notification, ErrorNotification):
-            shown.append(notification)
-
-    notification_manager.notification_ready.connect(record)
-    yield shown
-    notification_manager.notification_ready.disconnect(record)
+# ---------------------------------------------------------------------- helpers
+# (the messages and tracebacks fixtures are in conftest.py)
 
 
 def make_widget(viewer, **choices) -> AnalyzeWidget:

@@ -11,18 +11,18 @@ metadata) so no model has to run; the store is a fresh temporary folder per test
 from __future__ import annotations
 
 import json
-import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+
+pytest.importorskip("napari")
+
 from napari.layers import Image, Labels, Shapes
 from napari.utils._proxies import PublicOnlyProxy
 
-from napari_organelle._widgets import _messages
 from napari_organelle._widgets._correct_plan import (
     ALL_PLANES,
     CURRENT_VIEW,
@@ -39,24 +39,11 @@ from napari_organelle.store import IGNORE_VALUE, TrainingStore, durable, open_st
 
 pytestmark = pytest.mark.gui
 
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
-    # Qt would abort the whole test session without a display
-    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
-
 TIMEOUT_MS = 30_000
 
 
 # ---------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def shown(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Every message the widget shows the user, by severity."""
-    messages: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    for severity, shown_so_far in messages.items():
-        monkeypatch.setattr(_messages, f"show_{severity}", shown_so_far.append)
-    return messages
+# (the messages fixture is in conftest.py)
 
 
 @pytest.fixture
@@ -125,7 +112,7 @@ def folder_state(path: Path) -> dict[str, bytes]:
 
 
 def test_whole_image_is_saved_with_its_provenance(make_napari_viewer, qtbot, tmp_path,
-                                                  store_path, shown):
+                                                  store_path, messages):
     source = tmp_path / "cell.tif"
     tifffile.imwrite(source, cell_image((64, 80)))
     viewer = make_napari_viewer()
@@ -175,11 +162,11 @@ def test_whole_image_is_saved_with_its_provenance(make_napari_viewer, qtbot, tmp
                                   mitochondria.data)
     assert widget.samples_panel.sample_ids == [record.id]
     assert widget.save_controls.status_label.value.startswith(f"Saved sample {record.id}")
-    assert not shown["error"]
+    assert not messages.errors
 
 
 def test_pixels_outside_the_rectangles_are_stored_as_ignore(make_napari_viewer, qtbot,
-                                                            store_path, shown):
+                                                            store_path, messages):
     viewer = make_napari_viewer()
     image = viewer.add_image(cell_image((64, 96)), name="em", scale=(2.0, 2.0))
     er = add_segmented(viewer, blobs((64, 96), seed=3), "er", "em", scale=(2.0, 2.0))
@@ -192,7 +179,7 @@ def test_pixels_outside_the_rectangles_are_stored_as_ignore(make_napari_viewer, 
 
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     store = TrainingStore(store_path)
     [record] = store.samples()
     # the sample is cropped to the rectangles' bounding box (edges included)
@@ -208,7 +195,7 @@ def test_pixels_outside_the_rectangles_are_stored_as_ignore(make_napari_viewer, 
 
 
 def test_the_current_view_is_the_reviewed_region(make_napari_viewer, qtbot, store_path,
-                                                 shown):
+                                                 messages):
     viewer = make_napari_viewer()
     image = viewer.add_image(cell_image((128, 128)), name="em", scale=(2.0, 2.0))
     er = add_segmented(viewer, blobs((128, 128)), "er", "em", scale=(2.0, 2.0))
@@ -220,7 +207,7 @@ def test_the_current_view_is_the_reviewed_region(make_napari_viewer, qtbot, stor
 
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     [record] = TrainingStore(store_path).samples()
     half_rows = height / 2 / viewer.scene.camera.zoom / 2  # in pixels (scale 2)
     half_cols = width / 2 / viewer.scene.camera.zoom / 2
@@ -234,7 +221,7 @@ def test_the_current_view_is_the_reviewed_region(make_napari_viewer, qtbot, stor
 
 
 def test_planes_of_a_stack_are_saved_with_their_index(make_napari_viewer, qtbot, store_path,
-                                                      shown):
+                                                      messages):
     viewer = make_napari_viewer()
     stack = viewer.add_image(cell_image((4, 48, 64)), name="stack",
                              axis_labels=("z", "y", "x"))
@@ -249,7 +236,7 @@ def test_planes_of_a_stack_are_saved_with_their_index(make_napari_viewer, qtbot,
     widget.planes_edit.value = "0, 3"
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     store = TrainingStore(store_path)
     records = store.samples()
     assert [r.provenance["plane"] for r in records] == [[2], [0], [3]]
@@ -264,7 +251,7 @@ def test_planes_of_a_stack_are_saved_with_their_index(make_napari_viewer, qtbot,
 
 
 def test_rectangles_drawn_on_a_plane_review_that_plane_only(make_napari_viewer, qtbot,
-                                                            store_path, shown):
+                                                            store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((3, 48, 64)), name="stack")
     add_segmented(viewer, blobs((3, 48, 64)), "er", "stack")
@@ -276,7 +263,7 @@ def test_rectangles_drawn_on_a_plane_review_that_plane_only(make_napari_viewer, 
 
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     [record] = TrainingStore(store_path).samples()
     assert record.provenance["plane"] == [1]
     assert record.provenance["crop"] == [5, 5, 21, 31]
@@ -287,13 +274,13 @@ def test_rectangles_drawn_on_a_plane_review_that_plane_only(make_napari_viewer, 
     viewer.dims.set_point(0, 0)
     save(qtbot, widget)
 
-    assert shown["error"] == [("No shape of 'reviewed' lies on plane(s) 0: draw the reviewed "
+    assert messages.errors == [("No shape of 'reviewed' lies on plane(s) 0: draw the reviewed "
                                "areas on the planes you save, or choose other planes")]
     assert len(TrainingStore(store_path).samples()) == 1
 
 
 def test_saving_after_an_edit_adds_version_2_and_keeps_version_1(make_napari_viewer, qtbot,
-                                                                 store_path, shown):
+                                                                 store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 48)), name="em")
     er = add_segmented(viewer, blobs((48, 48)), "er", "em")
@@ -303,7 +290,7 @@ def test_saving_after_an_edit_adds_version_2_and_keeps_version_1(make_napari_vie
     er.paint((30, 30), new_label=1)
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     store = TrainingStore(store_path)
     [current] = store.samples()
     assert current.version == 2
@@ -315,7 +302,7 @@ def test_saving_after_an_edit_adds_version_2_and_keeps_version_1(make_napari_vie
 
 
 def test_a_duplicate_save_is_detected_and_writes_nothing(make_napari_viewer, qtbot,
-                                                         store_path, shown):
+                                                         store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 48)), name="em")
     add_segmented(viewer, blobs((48, 48)), "er", "em")
@@ -326,13 +313,13 @@ def test_a_duplicate_save_is_detected_and_writes_nothing(make_napari_viewer, qtb
 
     save(qtbot, widget)
 
-    assert shown["info"] == [f"Already saved as sample {record.id}; nothing new was written."]
+    assert messages.infos == [f"Already saved as sample {record.id}; nothing new was written."]
     assert folder_state(store_path) == before
     assert widget.last_save[0].duplicate
 
 
 def test_changed_pixels_are_counted_inside_the_reviewed_area(make_napari_viewer, qtbot,
-                                                             store_path, shown):
+                                                             store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((64, 64)), name="em")
     mitochondria = add_segmented(viewer, blobs((64, 64), objects=True), "mitochondria", "em",
@@ -348,7 +335,7 @@ def test_changed_pixels_are_counted_inside_the_reviewed_area(make_napari_viewer,
 
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     [record] = TrainingStore(store_path).samples()
     erased = int(np.count_nonzero(proposal[0:40, 0:40]))
     assert erased > 0
@@ -364,7 +351,7 @@ def test_changed_pixels_are_counted_inside_the_reviewed_area(make_napari_viewer,
 
 
 def test_a_sample_loads_back_and_saves_again_as_a_new_version(make_napari_viewer, qtbot,
-                                                              store_path, shown):
+                                                              store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 64)), name="em")
     er = add_segmented(viewer, blobs((48, 64)), "er", "em")
@@ -396,7 +383,7 @@ def test_a_sample_loads_back_and_saves_again_as_a_new_version(make_napari_viewer
     loaded_er.paint((5, 5), new_label=1)
     save(qtbot, widget)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     store = TrainingStore(store_path)
     [current] = store.samples()
     assert (current.key, current.version) == (record.key, 2)
@@ -408,7 +395,7 @@ def test_a_sample_loads_back_and_saves_again_as_a_new_version(make_napari_viewer
 
 
 def test_loading_a_shown_sample_again_resets_its_layers_instead_of_copying_them(
-        make_napari_viewer, qtbot, store_path, shown):
+        make_napari_viewer, qtbot, store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 48)), name="em")
     add_segmented(viewer, blobs((48, 48)), "er", "em")
@@ -431,11 +418,11 @@ def test_loading_a_shown_sample_again_resets_its_layers_instead_of_copying_them(
     loaded_er.undo()  # the annotator's edits are one Ctrl+Z away
     np.testing.assert_array_equal(loaded_er.data, painted)
     assert widget.image_combo.value.name == f"sample {sample_id}"
-    assert not shown["error"]
+    assert not messages.errors
 
 
 def test_samples_are_excluded_and_restored_from_the_table(make_napari_viewer, qtbot,
-                                                          store_path, shown):
+                                                          store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 48)), name="em")
     add_segmented(viewer, blobs((48, 48)), "er", "em")
@@ -461,11 +448,11 @@ def test_samples_are_excluded_and_restored_from_the_table(make_napari_viewer, qt
     assert [r.id for r in TrainingStore(store_path).samples()] == [sample_id]
     assert widget.samples_panel.table["excluded"] == ["no"]
     assert widget.samples_panel.status.value == f"Restored {sample_id}."
-    assert not shown["error"]
+    assert not messages.errors
 
 
 def test_the_store_is_exported_for_nnunet_and_as_tiff_pairs(make_napari_viewer, qtbot,
-                                                           tmp_path, store_path, shown):
+                                                           tmp_path, store_path, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 48)), name="em")
     add_segmented(viewer, blobs((48, 48)), "er", "em")
@@ -485,7 +472,7 @@ def test_the_store_is_exported_for_nnunet_and_as_tiff_pairs(make_napari_viewer, 
     widget.export_panel.button.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
-    assert not shown["error"], shown["error"]
+    assert not messages.errors, messages.errors
     nnunet = out / "Dataset500_Organelles"
     assert (nnunet / "imagesTr" / f"{sample_id}_0000.tif").is_file()
     assert (nnunet / "labelsTr" / f"{sample_id}.tif").is_file()
@@ -494,7 +481,8 @@ def test_the_store_is_exported_for_nnunet_and_as_tiff_pairs(make_napari_viewer, 
     assert (tiff / "train" / "images" / f"{sample_id}.tif").is_file()
     assert (tiff / "train" / "masks" / "er" / f"{sample_id}.tif").is_file()
     assert (tiff / "dataset_card.md").is_file()
-    assert widget.export_panel.last_export is not None and widget.export_panel.last_export.path == tiff
+    assert (widget.export_panel.last_export is not None
+            and widget.export_panel.last_export.path == tiff)
     assert widget.export_panel.controls.status_label.value == f"Exported 1 case(s) to {tiff}."
 
 
@@ -512,7 +500,7 @@ def test_the_store_is_exported_for_nnunet_and_as_tiff_pairs(make_napari_viewer, 
      "Shape 1 of 'reviewed' is a line, which encloses no area"),
 ], ids=["shape", "values", "line"])
 def test_bad_input_gets_a_clear_message_and_writes_nothing(make_napari_viewer, qtbot,
-                                                           store_path, shown, edit, expected):
+                                                           store_path, messages, edit, expected):
     viewer = make_napari_viewer()
     viewer.add_image(cell_image((48, 48)), name="em")
     edit(viewer)
@@ -526,14 +514,14 @@ def test_bad_input_gets_a_clear_message_and_writes_nothing(make_napari_viewer, q
 
     save(qtbot, widget)
 
-    assert len(shown["error"]) == 1 and expected in shown["error"][0], shown["error"]
-    assert shown["error"][0][0].isupper()
-    assert widget.save_controls.status_label.value == f"Error: {shown['error'][0]}"
+    assert len(messages.errors) == 1 and expected in messages.errors[0], messages.errors
+    assert messages.errors[0][0].isupper()
+    assert widget.save_controls.status_label.value == f"Error: {messages.errors[0]}"
     assert not store_path.exists()
 
 
 def test_a_store_from_a_newer_version_is_refused(make_napari_viewer, qtbot, store_path,
-                                                 shown):
+                                                 messages):
     open_store(store_path, classes=["er"])
     settings = json.loads((store_path / "store.json").read_text())
     settings["schema_version"] = 99
@@ -547,13 +535,13 @@ def test_a_store_from_a_newer_version_is_refused(make_napari_viewer, qtbot, stor
     assert "written by a newer napari-organelle" in widget.samples_panel.status.value
     save(qtbot, widget)
 
-    assert len(shown["error"]) == 1 and "newer napari-organelle" in shown["error"][0]
-    assert "Update napari-organelle" in shown["error"][0]
+    assert len(messages.errors) == 1 and "newer napari-organelle" in messages.errors[0]
+    assert "Update napari-organelle" in messages.errors[0]
     assert folder_state(store_path) == before
 
 
 def test_a_store_folder_without_write_permission_is_refused(make_napari_viewer, qtbot,
-                                                            store_path, shown, monkeypatch):
+                                                            store_path, messages, monkeypatch):
     open_store(store_path, classes=["er"])
     before = folder_state(store_path)
     viewer = make_napari_viewer()
@@ -567,8 +555,8 @@ def test_a_store_folder_without_write_permission_is_refused(make_napari_viewer, 
     monkeypatch.setattr(durable, "_create_temporary", refuse)
     save(qtbot, widget)
 
-    assert len(shown["error"]) == 1, shown["error"]
-    assert "Cannot write to the training store folder" in shown["error"][0]
+    assert len(messages.errors) == 1, messages.errors
+    assert "Cannot write to the training store folder" in messages.errors[0]
     assert folder_state(store_path) == before
 
 

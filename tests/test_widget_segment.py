@@ -11,16 +11,17 @@ placement, updates, cancellation, messages.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("napari")
+
 from napari.layers import Labels
-from napari.utils.notifications import ErrorNotification, Notification, notification_manager
+from napari.utils.notifications import ErrorNotification
 from napari.utils.progress import progress
 from qtpy.QtCore import QTimer
 
@@ -32,11 +33,6 @@ from napari_organelle.models import ClassSpec, ModelCard, build_network, save_mo
 from napari_organelle.progress import Progress
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_bundled_models")]
-
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
-    # Qt would abort the whole test session without a display
-    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
 
 RUN_TIMEOUT_MS = 60_000
 
@@ -76,28 +72,6 @@ def organelle_home(tiny_model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     return tiny_model_home
 
 
-@pytest.fixture
-def notifications() -> Iterator[list[Notification]]:
-    """Every napari notification shown during the test."""
-    shown: list[Notification] = []
-
-    def record(notification: Notification) -> None:
-        shown.append(notification)
-
-    notification_manager.notification_ready.connect(record)
-    yield shown
-    notification_manager.notification_ready.disconnect(record)
-
-
-def messages(shown: list[Notification], severity: str) -> list[str]:
-    return [str(n.message) for n in shown if n.severity == severity]
-
-
-def assert_no_traceback(shown: list[Notification]) -> None:
-    """No notification came from an unhandled exception (napari's traceback dialog)."""
-    assert not [n for n in shown if isinstance(n, ErrorNotification)]
-
-
 def cells_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Bright round blobs on a noisy background, uint16."""
     rng = np.random.default_rng(seed)
@@ -134,7 +108,7 @@ def labels_names(viewer) -> list[str]:
 
 
 def test_one_labels_layer_per_organelle_placed_over_the_image(make_napari_viewer, qtbot,
-                                                               notifications):
+                                                               tracebacks):
     viewer = make_napari_viewer()
     image = viewer.add_image(cells_image((128, 160)), name="em", scale=(4.0, 5.0),
                              translate=(10.0, -5.0))
@@ -162,7 +136,7 @@ def test_one_labels_layer_per_organelle_placed_over_the_image(make_napari_viewer
     assert widget.last_layers == [mitochondria, membranes]
     assert widget.status_label.value.startswith("Done in")
     assert widget.progress_bar.value == widget.progress_bar.max
-    assert_no_traceback(notifications)
+    assert not tracebacks
 
 
 def test_plugin_widget_from_the_manifest_segments(make_napari_viewer, qtbot, recwarn):
@@ -331,8 +305,9 @@ def test_the_viewer_stays_responsive_during_a_run(make_napari_viewer, qtbot):
     (lambda viewer: viewer.add_labels(np.zeros((64, 64), np.uint8), name="masks"),
      "no image layer to segment ('masks' is not an image layer)"),
 ], ids=["rgb-colour", "1x1", "5-D", "all-NaN", "labels-only"])
-def test_bad_input_gets_a_clear_message_and_no_layer(make_napari_viewer, qtbot, notifications,
-                                                     make_layer: Callable, expected: str):
+def test_bad_input_gets_a_clear_message_and_no_layer(make_napari_viewer, qtbot, messages,
+                                                     tracebacks, make_layer: Callable,
+                                                     expected: str):
     viewer = make_napari_viewer()
     make_layer(viewer)
     layers_before = len(viewer.layers)
@@ -341,17 +316,17 @@ def test_bad_input_gets_a_clear_message_and_no_layer(make_napari_viewer, qtbot, 
 
     run_and_wait(qtbot, widget)
 
-    errors = messages(notifications, "error")
+    errors = messages.errors
     assert len(errors) == 1 and expected in errors[0], errors
     assert errors[0][0].isupper()
     assert widget.status_label.value == f"Error: {errors[0]}"
     assert len(viewer.layers) == layers_before
     assert widget.last_result is None
     assert widget.run_button.enabled
-    assert_no_traceback(notifications)
+    assert not tracebacks
 
 
-def test_some_nans_are_segmented_with_a_warning(make_napari_viewer, qtbot, notifications):
+def test_some_nans_are_segmented_with_a_warning(make_napari_viewer, qtbot, messages):
     viewer = make_napari_viewer()
     image = cells_image((96, 96)).astype(np.float32)
     image[10:20, 10:20] = np.nan
@@ -362,11 +337,11 @@ def test_some_nans_are_segmented_with_a_warning(make_napari_viewer, qtbot, notif
     run_and_wait(qtbot, widget)
 
     assert labels_names(viewer) == ["mitochondria", "membranes"]
-    assert any("NaN" in message for message in messages(notifications, "warning"))
-    assert not messages(notifications, "error")
+    assert any("NaN" in message for message in messages.warnings)
+    assert not messages.errors
 
 
-def test_a_model_for_another_modality_gets_a_warning(make_napari_viewer, qtbot, notifications):
+def test_a_model_for_another_modality_gets_a_warning(make_napari_viewer, qtbot, messages):
     viewer = make_napari_viewer()
     viewer.add_image(cells_image((64, 64)), name="confocal", metadata={"modality": "fluorescence"})
     widget = make_widget(viewer)
@@ -375,11 +350,11 @@ def test_a_model_for_another_modality_gets_a_warning(make_napari_viewer, qtbot, 
     run_and_wait(qtbot, widget)
 
     assert ("'confocal' is a fluorescence image and tiny-em@0 is an EM image model: expect "
-            "poor results, or choose another model") in messages(notifications, "warning")
+            "poor results, or choose another model") in messages.warnings
     assert labels_names(viewer) == ["mitochondria", "membranes"]  # a warning, not a refusal
 
 
-def test_a_corrupt_model_file_is_reported(make_napari_viewer, qtbot, notifications,
+def test_a_corrupt_model_file_is_reported(make_napari_viewer, qtbot, messages, tracebacks,
                                           tiny_model_home, tmp_path, monkeypatch):
     home = tmp_path / "home"
     model = home / "models" / "broken" / "1"
@@ -396,14 +371,14 @@ def test_a_corrupt_model_file_is_reported(make_napari_viewer, qtbot, notificatio
 
     run_and_wait(qtbot, widget)
 
-    errors = messages(notifications, "error")
+    errors = messages.errors
     assert len(errors) == 1 and "corrupt" in errors[0], errors
     assert labels_names(viewer) == []
-    assert_no_traceback(notifications)
+    assert not tracebacks
 
 
 def test_without_models_the_widget_says_how_to_load_one(make_napari_viewer, qtbot, tmp_path,
-                                                        monkeypatch, notifications,
+                                                        monkeypatch, messages,
                                                         tiny_model_home):
     monkeypatch.setenv("NAPARI_ORGANELLE_HOME", str(tmp_path))
     # a checkout without the bundled models (as before they were trained)
@@ -415,7 +390,7 @@ def test_without_models_the_widget_says_how_to_load_one(make_napari_viewer, qtbo
     assert widget.model_combo.value is None
     assert widget.status_label.value.startswith("No model installed")
     run_and_wait(qtbot, widget)
-    assert "no model chosen" in messages(notifications, "error")[0].lower()
+    assert "no model chosen" in messages.errors[0].lower()
 
     # "Model file": choosing the weights of a model that is not installed
     widget.model_file.value = tiny_model_home / "models" / "tiny-em" / "0" / "model.safetensors"
@@ -429,7 +404,7 @@ def test_without_models_the_widget_says_how_to_load_one(make_napari_viewer, qtbo
 
 
 def test_each_channel_layer_is_segmented_for_its_organelle(make_napari_viewer, qtbot,
-                                                           notifications):
+                                                           messages):
     viewer = make_napari_viewer()
     dapi = viewer.add_image(cells_image((96, 96), seed=3), name="DAPI", scale=(2.0, 2.0))
     viewer.add_image(cells_image((96, 96), seed=4), name="C2", scale=(2.0, 2.0),
@@ -451,11 +426,11 @@ def test_each_channel_layer_is_segmented_for_its_organelle(make_napari_viewer, q
     assert nuclei.data.dtype == np.uint16 and mitochondria.data.dtype == np.uint8
     np.testing.assert_array_equal(nuclei.scale, dapi.scale)
     assert sorted(widget.last_result.labels) == ["mitochondria", "nuclei"]
-    assert not messages(notifications, "error")
+    assert not messages.errors
 
 
 def test_an_organelle_assigned_to_two_channels_is_refused(make_napari_viewer, qtbot,
-                                                          notifications):
+                                                          messages):
     viewer = make_napari_viewer()
     viewer.add_image(cells_image((64, 64)), name="ch0")
     viewer.add_image(cells_image((64, 64)), name="ch1")
@@ -464,12 +439,12 @@ def test_an_organelle_assigned_to_two_channels_is_refused(make_napari_viewer, qt
     assert widget.channel_assignments == {"ch1": None, "ch0": None}
 
     run_and_wait(qtbot, widget)
-    assert "Say which organelle each channel shows" in messages(notifications, "error")[-1]
+    assert "Say which organelle each channel shows" in messages.errors[-1]
 
     widget.channel_combos["ch0"].value = "nuclei"
     widget.channel_combos["ch1"].value = "nuclei"
     run_and_wait(qtbot, widget)
-    assert "Nuclei is assigned to ch1 and ch0" in messages(notifications, "error")[-1]
+    assert "Nuclei is assigned to ch1 and ch0" in messages.errors[-1]
     assert labels_names(viewer) == []
 
 
@@ -512,6 +487,7 @@ def failing_work(error: Exception):
      "device."),
 ], ids=["user-error", "runtime-error", "gpu-out-of-memory"])
 def test_task_errors_become_one_message(qtbot, notifications, error, expected):
+    # Not the messages fixture: this checks that the message really reaches napari.
     controls = TaskControls()
     qtbot.addWidget(controls.native)
     results = []
@@ -519,7 +495,7 @@ def test_task_errors_become_one_message(qtbot, notifications, error, expected):
     controls.start(failing_work(error), task="Segmentation", on_returned=results.append)
     qtbot.waitUntil(lambda: not controls.running, timeout=10_000)
 
-    assert messages(notifications, "error") == [expected]
+    assert [str(n.message) for n in notifications if n.severity == "error"] == [expected]
     assert controls.status_label.value == f"Error: {expected}"
     assert results == [] and controls.run_button.enabled
-    assert_no_traceback(notifications)
+    assert not [n for n in notifications if isinstance(n, ErrorNotification)]

@@ -12,15 +12,16 @@ model so far.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+pytest.importorskip("napari")
+
+from napari_organelle._widgets.train import TrainWidget
 from napari_organelle.models import load_model
 from napari_organelle.models.versions import active_version, list_versions
 
@@ -28,13 +29,6 @@ from ._datasets import write_dataset
 from ._models import make_tiny_model
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_bundled_models")]
-
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
-    # Qt would abort the whole test session without a display
-    pytest.skip("needs a display: run under xvfb-run", allow_module_level=True)
-
-from napari_organelle._widgets.train import TrainWidget  # noqa: E402 - needs a display
 
 RUN_TIMEOUT_MS = 90_000
 

@@ -169,7 +169,8 @@ the pixels it considers mitochondria): check the masks before trusting them, cor
     reasons = [f"unsure about {100 * share:.0f}% of the pixels it considers {name}"
                for name, share in unfamiliar.items()]
     if feature_distance is not None:
-        within = f"; images it handles well score up to {feature_limit:.1f}" if feature_limit else ""
+        within = (f"; images it handles well score up to {feature_limit:.1f}"
+                  if feature_limit else "")
         reasons.append(f"what the network sees in it is far from its training images: "
                        f"distance {feature_distance:.1f}{within}")
     if not reasons:

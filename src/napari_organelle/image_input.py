@@ -93,7 +93,7 @@ def prepare_image(
         except Exception:  # noqa: BLE001 - anything unconvertible gets the same message
             raise InputError(f"cannot read a {type(image).__name__} as an image array") from None
     dtype = np.dtype(image.dtype)
-    if dtype == bool:
+    if dtype.kind == "b":
         raise InputError("this is a binary mask, not an image: choose the image layer, "
                          "not a Labels or mask layer")
     if dtype.kind not in "uif":
@@ -107,7 +107,8 @@ def prepare_image(
         rgb = channel_axis is None and ndim >= 3 and image.shape[-1] in (3, 4) and dtype == np.uint8
     if rgb:
         if image.shape[-1] not in (3, 4):
-            raise InputError(f"an RGB image needs 3 or 4 values in its last axis, not {image.shape[-1]}")
+            raise InputError("an RGB image needs 3 or 4 values in its last axis, "
+                             f"not {image.shape[-1]}")
         colour = image[..., :3]
         if keep_rgb:
             image, channel_axis = colour, ndim - 1
@@ -117,8 +118,8 @@ def prepare_image(
                     and np.array_equal(sample[..., 0], sample[..., 2])):
                 raise InputError(
                     "this is a colour RGB image and the model reads one channel; split the colours "
-                    "(napari: right-click the layer > Split RGB) and segment the channel that shows "
-                    "the organelles")
+                    "(napari: right-click the layer > Split RGB) and segment the channel that "
+                    "shows the organelles")
             image = image[..., 0]
             notes.append("RGB image with equal colours: segmented as greyscale")
             channel_axis = None
@@ -134,9 +135,9 @@ def prepare_image(
     spatial = len(image.shape) - 1
     if spatial > MAX_SPATIAL_DIMS:
         raise InputError(
-            f"{spatial}-D data{' (plus channels)' if channel_axis is not None else ''} is more than "
-            "napari-organelle handles (up to T, Z, Y, X); if one axis holds channels, open the "
-            "image with channel_axis set (napari splits it into one layer per channel)")
+            f"{spatial}-D data{' (plus channels)' if channel_axis is not None else ''} is more "
+            "than napari-organelle handles (up to T, Z, Y, X); if one axis holds channels, open "
+            "the image with channel_axis set (napari splits it into one layer per channel)")
     height, width = image.shape[-2:]
     if height < MIN_EDGE or width < MIN_EDGE:
         raise InputError(f"the image is {height} x {width} pixels; segmentation needs at least "

@@ -277,7 +277,8 @@ class SamplesPanel(Container):
         self.status.value = f"Error: {message}"
 
     def load_sample(self, sample_id: str) -> list[Layer]:
-        """Show a stored sample in the viewer: its image, one layer per class, what was not reviewed.
+        """Show a stored sample in the viewer: its image, one layer per class, what was not
+        reviewed.
 
         The layers are tagged so that saving them again (after more
         corrections) makes a new version of the same sample, and pixels left

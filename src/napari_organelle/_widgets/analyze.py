@@ -55,13 +55,14 @@ from qtpy.QtWidgets import QScrollArea, QSizePolicy
 
 from ..errors import InputError, OrganelleError
 from ..progress import Progress
+from ._docks import join_organelle_tabs
 from ._layers import (
-    METADATA_KEY,
     connect_layer_list,
     full_resolution_data,
     labels_layers,
     result_tag,
     spatial_transform,
+    update_or_add_layer,
 )
 from ._messages import logger
 from ._tasks import SingleTaskDock, TaskControls
@@ -474,6 +475,7 @@ class AnalyzeWidget(SingleTaskDock, Container):
         self._on_layers_changed()
         self._show_sections()
         self._show_results_view()
+        join_organelle_tabs(self.native)
 
     # ------------------------------------------------------------------ state
 
@@ -649,9 +651,11 @@ class AnalyzeWidget(SingleTaskDock, Container):
         for name, network in results.network_analyses.items():
             layers.extend(self._show_network(sources[name], network))
         for (first, second), contact in results.contact_analyses.items():
-            layers.append(self._put_layer(
-                Labels, contact.sites, name=f"{first}-{second} contact sites",
-                source=sources[first], measurement="contact_sites", partner=second))
+            source = sources[first]
+            layers.append(update_or_add_layer(
+                self.viewer, Labels, contact.sites, name=f"{first}-{second} contact sites",
+                tag={"source": source.name, MEASUREMENT_KEY: "contact_sites", "partner": second},
+                transform=source.transform))
         self.output_layers = layers
         objects = results.objects
         if objects is not None:
@@ -666,39 +670,23 @@ class AnalyzeWidget(SingleTaskDock, Container):
 
     def _show_network(self, source: LayerInput, network: NetworkAnalysis) -> list[Layer]:
         """The skeleton as Labels (a label per network); junctions and end points as Points."""
-        shown = [self._put_layer(Labels, network.skeleton, name=f"{source.name} skeleton",
-                                 source=source, measurement="skeleton")]
+        # Result layers are found again by their tag (source layer and measurement), so
+        # running again updates them, moved to where the source is now, instead of piling up.
+        shown = [update_or_add_layer(
+            self.viewer, Labels, network.skeleton, name=f"{source.name} skeleton",
+            tag={"source": source.name, MEASUREMENT_KEY: "skeleton"},
+            transform=source.transform)]
         for measurement, points, colour in (("junctions", network.junctions, "red"),
                                             ("end_points", network.end_points, "yellow")):
-            shown.append(self._put_layer(
-                Points, np.asarray(points, dtype=float).reshape(-1, len(source.shape)),
-                name=f"{source.name} {measurement.replace('_', ' ')}", source=source,
-                measurement=measurement, face_color=colour))
+            shown.append(update_or_add_layer(
+                self.viewer, Points,
+                np.asarray(points, dtype=float).reshape(-1, len(source.shape)),
+                name=f"{source.name} {measurement.replace('_', ' ')}",
+                tag={"source": source.name, MEASUREMENT_KEY: measurement},
+                transform=source.transform,
+                # sizes are in data pixels: a few pixels wide whatever the scale
+                size=3, border_width=0, face_color=colour))
         return shown
-
-    def _put_layer(self, layer_type: type[Layer], data: np.ndarray, *, name: str,
-                   source: LayerInput, measurement: str, **options: Any) -> Layer:
-        """Update the layer an earlier run made from ``source``, or add a new one over it.
-
-        Result layers are found by their tag (source layer and measurement),
-        so running again replaces them rather than piling up copies.
-        """
-        tag = {"source": source.name, MEASUREMENT_KEY: measurement,
-               **{key: value for key, value in options.items() if key == "partner"}}
-        for layer in self.viewer.layers:
-            if isinstance(layer, layer_type) and result_tag(layer) == tag:
-                layer.data = data
-                for attribute, value in source.transform.items():
-                    setattr(layer, attribute, value)  # the source may have been moved
-                return layer
-        style = {key: value for key, value in options.items() if key != "partner"}
-        if layer_type is Points:
-            # sizes are in data pixels: a few pixels wide whatever the scale
-            return self.viewer.add_points(data, name=name, size=3, border_width=0,
-                                          metadata={METADATA_KEY: tag}, **source.transform,
-                                          **style)
-        return self.viewer.add_labels(data, name=name, metadata={METADATA_KEY: tag},
-                                      **source.transform, **style)
 
     def _show_results_view(self) -> None:
         """Offer the latest run's tables and plots; hide the results part before any run."""

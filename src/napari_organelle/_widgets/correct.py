@@ -64,6 +64,7 @@ from ._correct_plan import (
 )
 from ._correct_regions import parse_plane_list, shapes_region, visible_region
 from ._correct_samples import SHOW_ALL, SHOW_CURRENT, SHOW_EXCLUDED, SamplesPanel, StoreFolder
+from ._docks import join_organelle_tabs
 from ._layers import (
     PROPOSAL_KEY,
     connect_layer_list,
@@ -242,6 +243,7 @@ class CorrectWidget(Container):
         self._rebuild_rows(keep_choices=False)
         self._show_choices()
         self.samples_panel.refresh()
+        join_organelle_tabs(self.native)
 
     @property
     def running(self) -> bool:

@@ -46,6 +46,7 @@ from ..training.finetune import (
     finetune_iter,
     register_run,
 )
+from ._docks import join_organelle_tabs
 from ._messages import logger
 from ._tasks import SingleTaskDock, TaskControls, connect_model_list, model_list_events
 from ._training_plot import TrainingPlot
@@ -168,6 +169,7 @@ class TrainWidget(SingleTaskDock, Container):
         self.rollback_button.clicked.connect(self.use_selected_version)
         self.native.destroyed.connect(connect_model_list(self.refresh_models))
         self._on_base_changed(self.base_combo.value)
+        join_organelle_tabs(self.native)
 
     # ------------------------------------------------------------------ state
 

@@ -16,7 +16,8 @@ Scale = Sequence[float]
 
 
 def as_labels(image: ArrayLike, name: str = "labels") -> NDArray[np.integer]:
-    """A 2-D/3-D instance label image; masks (bool or 0/1) get their connected components labelled."""
+    """A 2-D/3-D instance label image; masks (bool or 0/1) get their connected components
+    labelled."""
     return to_instance_labels(image, name=name)
 
 
@@ -75,7 +76,8 @@ def boundary_polygons(mask: NDArray[np.bool_]) -> list[NDArray[np.float64]]:
     return [contour[:-1] - 1.0 for contour in find_contours(padded, 0.5) if len(contour) > 2]
 
 
-def polygon_edge_lengths(vertices: NDArray[np.float64], scale: Sequence[float]) -> NDArray[np.float64]:
+def polygon_edge_lengths(vertices: NDArray[np.float64],
+                         scale: Sequence[float]) -> NDArray[np.float64]:
     """Physical length of each edge ``vertices[i] -> vertices[i + 1]`` of a closed digital boundary.
 
     The marching-squares polygon of a digital shape zigzags along the pixel
@@ -93,5 +95,7 @@ def polygon_edge_lengths(vertices: NDArray[np.float64], scale: Sequence[float]) 
 
 
 def contour_length(mask: NDArray[np.bool_], scale: Sequence[float]) -> float:
-    """Boundary length of a 2-D mask in physical units, holes included (see :func:`polygon_edge_lengths`)."""
-    return float(sum(polygon_edge_lengths(polygon, scale).sum() for polygon in boundary_polygons(mask)))
+    """Boundary length of a 2-D mask in physical units, holes included (see
+    :func:`polygon_edge_lengths`)."""
+    return float(sum(polygon_edge_lengths(polygon, scale).sum()
+                     for polygon in boundary_polygons(mask)))

@@ -1,4 +1,5 @@
-"""Agreement between two segmentations of the same images, e.g. a model's proposal and its correction.
+"""Agreement between two segmentations of the same images, e.g. a model's proposal and its
+correction.
 
 The scores are those of :mod:`napari_organelle.metrics` with the corrected
 segmentation as the reference: precision is the fraction of the proposal that
@@ -183,7 +184,8 @@ def agreement_heatmap(
 
     Examples:
         >>> import pandas as pd
-        >>> table = pd.DataFrame({"dice": [0.9, 0.5], "iou": [0.82, float("nan")]}, index=["mito", "er"])
+        >>> table = pd.DataFrame({"dice": [0.9, 0.5], "iou": [0.82, float("nan")]},
+        ...                      index=["mito", "er"])
         >>> figure = agreement_heatmap(table)
         >>> [text.get_text() for text in figure.axes[0].texts]
         ['0.90', '0.82', '0.50', 'n/a']
@@ -193,7 +195,8 @@ def agreement_heatmap(
 
     if metrics is None:
         metrics = HEATMAP_METRICS
-    labels = dict(metrics) if isinstance(metrics, Mapping) else {metric: metric for metric in metrics}
+    labels = (dict(metrics) if isinstance(metrics, Mapping)
+              else {metric: metric for metric in metrics})
     columns = [column for column in labels if column in table.columns]
     if not columns:
         raise InputError(f"the table has none of the columns {list(labels)}")
@@ -203,12 +206,13 @@ def agreement_heatmap(
     figure = Figure(figsize=(1.1 * n_columns + 2.2, 0.45 * n_rows + 1.6), layout="constrained")
     axes = figure.add_subplot()
     colormap = mpl.colormaps["viridis"].with_extremes(bad="0.85")
-    image = axes.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=0.0, vmax=1.0, aspect="auto")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=0.0, vmax=1.0,
+                        aspect="auto")
     for row in range(n_rows):
         for column in range(n_columns):
             value = values[row, column]
-            text, colour = ("n/a", "0.3") if np.isnan(value) else (f"{value:.2f}",
-                                                                   "white" if value < 0.6 else "black")
+            text, colour = (("n/a", "0.3") if np.isnan(value)
+                            else (f"{value:.2f}", "white" if value < 0.6 else "black"))
             axes.text(column, row, text, ha="center", va="center", color=colour, fontsize=9)
     axes.set_xticks(range(n_columns), [labels[column] for column in columns])
     axes.set_yticks(range(n_rows), [str(index) for index in table.index])
@@ -233,6 +237,8 @@ def _one_sided(what: str, first: Mapping, second: Mapping) -> list[str]:
     def show(key: object) -> str:
         return key.as_posix() if isinstance(key, Path) else str(key)
 
-    notes = [f"{what} {show(key)!r} is only in the proposal; skipped" for key in first if key not in second]
-    notes += [f"{what} {show(key)!r} is only in the corrected set; skipped" for key in second if key not in first]
+    notes = [f"{what} {show(key)!r} is only in the proposal; skipped"
+             for key in first if key not in second]
+    notes += [f"{what} {show(key)!r} is only in the corrected set; skipped"
+              for key in second if key not in first]
     return notes

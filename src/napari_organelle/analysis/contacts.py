@@ -146,7 +146,8 @@ def measure_contacts(
     objects_a = _object_contacts(a, a_in_contact, pixel_size, size)
     objects_b = _object_contacts(b, b_in_contact, pixel_size, size)
     if ndim == 2:
-        objects_a["contact_length"] = _contact_lengths(a, a_in_contact, objects_a["label"].to_numpy(), spacing)
+        objects_a["contact_length"] = _contact_lengths(a, a_in_contact,
+                                                       objects_a["label"].to_numpy(), spacing)
 
     from skimage.measure import label as label_components
 
@@ -216,7 +217,8 @@ def _contact_lengths(
     return lengths
 
 
-def _inside_pixel_of_vertices(polygon: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+def _inside_pixel_of_vertices(polygon: NDArray[np.float64],
+                              mask: NDArray[np.bool_]) -> NDArray[np.int64]:
     """For each boundary vertex (on a pixel edge), the adjacent pixel that belongs to the mask."""
     low = np.floor(polygon).astype(np.int64)
     high = np.ceil(polygon).astype(np.int64)

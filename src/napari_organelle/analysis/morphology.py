@@ -39,7 +39,13 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InputError
 from ._common import Scale, as_labels, as_scale, check_same_shape, contour_length, size_name
 
-__all__ = ["Morphology", "measure_morphology", "object_properties", "summarize_by_cell", "summarize_objects"]
+__all__ = [
+    "Morphology",
+    "measure_morphology",
+    "object_properties",
+    "summarize_by_cell",
+    "summarize_objects",
+]
 
 CellAssignment = Literal["overlap", "centroid"]
 
@@ -103,10 +109,16 @@ def measure_morphology(
     label_image = as_labels(labels)
     pixel_size = as_scale(scale, label_image.ndim)
     objects = object_properties(
-        label_image, pixel_size, cells=cells, cell_assignment=cell_assignment, surface_area=surface_area
+        label_image,
+        pixel_size,
+        cells=cells,
+        cell_assignment=cell_assignment,
+        surface_area=surface_area,
     )
     summary = summarize_objects(objects, label_image.shape, pixel_size)
-    per_cell = summarize_by_cell(objects, label_image, cells, pixel_size) if cells is not None else None
+    per_cell = (
+        summarize_by_cell(objects, label_image, cells, pixel_size) if cells is not None else None
+    )
     return Morphology(objects, summary, per_cell)
 
 
@@ -166,7 +178,9 @@ def object_properties(
 
         extra.append(mesh_area)
     table = pd.DataFrame(
-        regionprops_table(label_image, spacing=pixel_size, properties=properties, extra_properties=extra)
+        regionprops_table(
+            label_image, spacing=pixel_size, properties=properties, extra_properties=extra
+        )
     )
     table = table.rename(
         columns={
@@ -314,7 +328,9 @@ def summarize_by_cell(
     table["n_objects"] = grouped.size().reindex(table.index, fill_value=0).astype(np.int64)
     table[f"total_{size}"] = grouped.sum().reindex(table.index, fill_value=0.0)
     table[f"mean_{size}"] = grouped.mean().reindex(table.index)
-    covered = pd.Series(covered_pixels, index=covered_ids.astype(np.int64)).reindex(table.index, fill_value=0)
+    covered = pd.Series(covered_pixels, index=covered_ids.astype(np.int64)).reindex(
+        table.index, fill_value=0
+    )
     table[f"{size}_fraction"] = covered.to_numpy() / cell_pixels
     return table
 

@@ -210,8 +210,10 @@ class _SkeletonGraph:
         self.chain_edge = chain_edge
         # attachments: edges from a chain pixel to a junction pixel
         attach = self.is_junction[self.edge_u] ^ self.is_junction[self.edge_v]
-        self.attach_chain_node = np.where(self.is_junction[self.edge_u], self.edge_v, self.edge_u)[attach]
-        self.attach_junction_node = np.where(self.is_junction[self.edge_u], self.edge_u, self.edge_v)[attach]
+        self.attach_chain_node = np.where(self.is_junction[self.edge_u], self.edge_v,
+                                          self.edge_u)[attach]
+        self.attach_junction_node = np.where(self.is_junction[self.edge_u], self.edge_u,
+                                             self.edge_v)[attach]
         self.attach_length = self.edge_length[attach]
         self.attach_chain = self.chain[self.attach_chain_node]
         # chains that join merged junctions: part of a junction, not branches
@@ -260,7 +262,8 @@ class _SkeletonGraph:
         )
 
         attachments = n_attachments[ids]
-        same_cluster = (first["cluster"].reindex(ids).to_numpy() == last["cluster"].reindex(ids).to_numpy())
+        same_cluster = (first["cluster"].reindex(ids).to_numpy()
+                        == last["cluster"].reindex(ids).to_numpy())
         kind = np.select(
             [
                 (attachments == 0) & (n_end_points[ids] == 0),   # closed ring without junctions
@@ -284,8 +287,8 @@ class _SkeletonGraph:
     def merge_close_junctions(self, max_length: float) -> None:
         """Merge junctions joined by a junction-to-junction branch of at most ``max_length``."""
         branches = self._branches()
-        short = branches.loc[(branches["kind"] == "junction-junction") & (branches["length"] <= max_length),
-                             "chain"].to_numpy()
+        short = branches.loc[(branches["kind"] == "junction-junction")
+                             & (branches["length"] <= max_length), "chain"].to_numpy()
         if len(short) == 0:
             return
         # each such branch attaches to exactly two junction pixels: link their clusters
@@ -318,7 +321,8 @@ class _SkeletonGraph:
         n_components = self.n_components
         network_length = np.bincount(self.component[self.edge_u], weights=self.edge_length,
                                      minlength=n_components)
-        n_branches = np.bincount(branches["component"].to_numpy(dtype=np.int64), minlength=n_components)
+        n_branches = np.bincount(branches["component"].to_numpy(dtype=np.int64),
+                                 minlength=n_components)
         junction_nodes = np.flatnonzero(self.is_junction)
         cluster_component = np.zeros(self.n_clusters, dtype=np.int64)
         cluster_component[self.cluster[junction_nodes]] = self.component[junction_nodes]
@@ -341,9 +345,11 @@ class _SkeletonGraph:
             },
             index=pd.Index(np.arange(1, n_components + 1), name="network"),
         )
-        branches.insert(0, "network", network_id[branches.pop("component").to_numpy(dtype=np.int64)])
+        branches.insert(0, "network",
+                        network_id[branches.pop("component").to_numpy(dtype=np.int64)])
         branches = branches.drop(columns="chain")
-        branches = branches.sort_values(["network", "length"], ascending=[True, False], ignore_index=True)
+        branches = branches.sort_values(["network", "length"], ascending=[True, False],
+                                        ignore_index=True)
 
         labelled = np.zeros(self.shape, dtype=np.int32)
         labelled[tuple(self.pixels.T)] = network_id[self.component]
@@ -355,7 +361,8 @@ class _SkeletonGraph:
             cluster_sizes = np.bincount(cluster_of_junction, minlength=self.n_clusters)
             for axis in range(ndim):
                 junction_centres[:, axis] = np.bincount(
-                    cluster_of_junction, weights=self.pixels[junction_nodes, axis], minlength=self.n_clusters
+                    cluster_of_junction, weights=self.pixels[junction_nodes, axis],
+                    minlength=self.n_clusters,
                 ) / cluster_sizes
             # degree of a junction: branches that leave it
             leaving = ~self.internal[self.attach_chain]
@@ -406,7 +413,8 @@ def _empty_analysis(image: NDArray[np.bool_]) -> NetworkAnalysis:
         summary={
             "total_length": 0.0, "n_branches": 0, "n_junctions": 0, "n_end_points": 0,
             "mean_branch_length": nan, "n_networks": 0, "n_puncta": 0, "mean_network_length": nan,
-            "largest_network_length": nan, "largest_network_fraction": nan, "mean_junction_degree": nan,
+            "largest_network_length": nan, "largest_network_fraction": nan,
+            "mean_junction_degree": nan,
         },
         junctions=np.zeros((0, image.ndim)),
         end_points=np.zeros((0, image.ndim)),

@@ -1,4 +1,5 @@
-"""Figures of measurement tables, built on :class:`matplotlib.figure.Figure` (no pyplot: safe headless and in threads)."""
+"""Figures of measurement tables, built on :class:`matplotlib.figure.Figure` (no pyplot: safe
+headless and in threads)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def size_histogram_figure(objects: pd.DataFrame, *, unit: str = "", bins: int = 
     size = "area" if "area" in objects else "volume" if "volume" in objects else None
     if size is None:
         raise InputError("the object table has no 'area' or 'volume' column")
-    groups = list(objects.groupby("organelle", sort=False)) if "organelle" in objects else [("objects", objects)]
+    groups = (list(objects.groupby("organelle", sort=False)) if "organelle" in objects
+              else [("objects", objects)])
     groups = groups or [("objects", objects)]
     figure = Figure(figsize=(4.0 * len(groups), 3.2), layout="constrained")
     power = "²" if size == "area" else "³"
@@ -65,7 +67,8 @@ def size_histogram_figure(objects: pd.DataFrame, *, unit: str = "", bins: int = 
 
 
 def network_summary_figure(networks: pd.DataFrame, *, unit: str = "") -> Figure:
-    """Bar charts of network summaries: total length, branches, junctions, end points, mean branch length.
+    """Bar charts of network summaries: total length, branches, junctions, end points, mean
+    branch length.
 
     Args:
         networks: one row per organelle (index: organelle name) with the

@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="open napari with a sample (or segment it headless)")
+    parser = subparsers.add_parser("demo",
+                                   help="open napari with a sample (or segment it headless)")
     parser.add_argument("--headless", action="store_true", help="no window: segment the sample")
     parser.add_argument("--sample", choices=("live_cell", "em"), default="live_cell")
     parser.add_argument("--out", type=Path, default=Path("napari-organelle-demo"),

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..progress import Progress, run as run_progress
+from ..progress import Progress
+from ..progress import run as run_progress
 from ..store import TrainingStore, default_store_path, export_nnunet, export_tiff
 
 

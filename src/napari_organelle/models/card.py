@@ -57,7 +57,8 @@ class ClassSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ("instance", "semantic"):
-            raise ModelError(f"class {self.name!r}: kind must be 'instance' or 'semantic', not {self.kind!r}")
+            raise ModelError(f"class {self.name!r}: kind must be 'instance' or 'semantic', "
+                             f"not {self.kind!r}")
         if not self.color:
             self.color = ORGANELLE_COLORS.get(self.name, "#ffffff")
 
@@ -136,7 +137,8 @@ class ModelCard:
             if spec.name == name:
                 return spec
         raise ModelError(
-            f"model {self.full_name} has no class {name!r}; it segments {', '.join(self.class_names)}"
+            f"model {self.full_name} has no class {name!r}; "
+            f"it segments {', '.join(self.class_names)}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,7 +169,8 @@ class ModelCard:
         if not card.classes:
             raise ModelError(f"model card {card.full_name} lists no classes")
         if card.modality not in ("em", "fluorescence"):
-            raise ModelError(f"model card modality must be 'em' or 'fluorescence', not {card.modality!r}")
+            raise ModelError("model card modality must be 'em' or 'fluorescence', "
+                             f"not {card.modality!r}")
         if card.tile_size % 32:
             raise ModelError(f"model card tile_size must be a multiple of 32, not {card.tile_size}")
         return card

@@ -87,7 +87,8 @@ def list_models(modality: str | None = None) -> list[ModelInfo]:
                 info = _info(version_dir, bundled=False)
                 if info:
                     user_found.append(info)
-        found.extend(sorted(user_found, key=lambda info: (info.created, info.version), reverse=True))
+        found.extend(sorted(user_found, key=lambda info: (info.created, info.version),
+                            reverse=True))
     if modality is not None:
         found = [info for info in found if info.modality == modality]
     return found

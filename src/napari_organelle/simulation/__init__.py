@@ -19,7 +19,13 @@ Nothing here imports Qt or napari.
 from __future__ import annotations
 
 from .cells import CellLayout, CellParams, StarShape, generate_cells
-from .contacts import DEFAULT_CONTACT_PAIRS, ContactStats, contact_mask, contact_stats, organelle_contacts
+from .contacts import (
+    DEFAULT_CONTACT_PAIRS,
+    ContactStats,
+    contact_mask,
+    contact_stats,
+    organelle_contacts,
+)
 from .em import SimulatedEM, simulate_em
 from .er import ERParams
 from .geometry import PARAMETER_TYPES, default_params, generate_organelle, random_params
@@ -28,9 +34,23 @@ from .graph import NetworkGraph, NetworkStats
 from .grid import Grid
 from .microscope import MODALITIES, Microscope, MicroscopeSettings, gaussian_psf, psf_sigma_nm
 from .mitochondria import MitochondriaParams
-from .organelle import CLASS_NAMES, INSTANCE_CLASSES, NETWORK_CLASSES, SEMANTIC_CLASSES, OrganelleGeometry
+from .organelle import (
+    CLASS_NAMES,
+    INSTANCE_CLASSES,
+    NETWORK_CLASSES,
+    SEMANTIC_CLASSES,
+    OrganelleGeometry,
+)
 from .sample import LIVE_CELL_CHANNELS, sample_em_like, sample_live_cell
-from .scene import DYES, PIXEL_SIZE_RANGE, Dye, SimulatedCell, auto_oversample, simulate_cell, training_sample
+from .scene import (
+    DYES,
+    PIXEL_SIZE_RANGE,
+    Dye,
+    SimulatedCell,
+    auto_oversample,
+    simulate_cell,
+    training_sample,
+)
 from .vesicles import LipidDropletParams, LysosomeParams
 
 __all__ = [

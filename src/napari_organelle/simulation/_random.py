@@ -74,8 +74,11 @@ class Range:
         return self.low <= value <= self.high
 
 
-def interpolate_axis(values: np.ndarray, sample_positions: np.ndarray, n_out: int, axis: int) -> np.ndarray:
-    """Linear interpolation along one axis from samples at ``sample_positions`` onto indices 0..n_out-1.
+def interpolate_axis(
+    values: np.ndarray, sample_positions: np.ndarray, n_out: int, axis: int
+) -> np.ndarray:
+    """Linear interpolation along one axis from samples at ``sample_positions`` onto indices
+    0..n_out-1.
 
     Positions outside the sampled span take the nearest end value. Written as
     a gather and a blend rather than a matrix product, so it never waits on
@@ -95,16 +98,24 @@ def interpolate_axis(values: np.ndarray, sample_positions: np.ndarray, n_out: in
     return np.take(values, left, axis=axis) * (1.0 - t) + np.take(values, right, axis=axis) * t
 
 
-def upsample_linear(coarse: np.ndarray, factor: int, offset: float, shape: tuple[int, int]) -> np.ndarray:
-    """Linear interpolation of a coarse 2-D array whose sample ``i`` sits at fine index ``offset + i * factor``."""
-    rows = interpolate_axis(coarse.astype(np.float32), offset + factor * np.arange(coarse.shape[0]), shape[0], 0)
-    return interpolate_axis(rows, offset + factor * np.arange(coarse.shape[1]), shape[1], 1).astype(np.float32)
+def upsample_linear(
+    coarse: np.ndarray, factor: int, offset: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """Linear interpolation of a coarse 2-D array whose sample ``i`` sits at fine index
+    ``offset + i * factor``."""
+    rows = interpolate_axis(
+        coarse.astype(np.float32), offset + factor * np.arange(coarse.shape[0]), shape[0], 0
+    )
+    return interpolate_axis(
+        rows, offset + factor * np.arange(coarse.shape[1]), shape[1], 1
+    ).astype(np.float32)
 
 
 def smooth_noise(
     rng: np.random.Generator, shape: tuple[int, int], correlation_px: float
 ) -> np.ndarray:
-    """2-D Gaussian random field with zero mean, unit standard deviation and the given correlation length.
+    """2-D Gaussian random field with zero mean, unit standard deviation and the given
+    correlation length.
 
     The field is synthesised on a grid coarser by about ``correlation_px / 1.2``
     and interpolated up, so long correlation lengths cost no more than short ones.
@@ -122,7 +133,9 @@ def smooth_noise(
     sigma = correlation_px / factor
     pad = int(np.ceil(3.0 * sigma)) + 1  # keeps the periodic filter's wrap-around out of the result
     coarse_shape = tuple(-(-n // factor) + 2 * pad for n in shape)
-    field = ndi.gaussian_filter(rng.standard_normal(coarse_shape, dtype=np.float32), sigma, mode="wrap")
+    field = ndi.gaussian_filter(
+        rng.standard_normal(coarse_shape, dtype=np.float32), sigma, mode="wrap"
+    )
     if factor == 1:
         field = field[pad : pad + shape[0], pad : pad + shape[1]]
     elif max(coarse_shape) <= 160:

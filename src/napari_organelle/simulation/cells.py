@@ -54,7 +54,8 @@ class StarShape:
         roughness: float,
         n_harmonics: int = 6,
     ) -> StarShape:
-        """A random outline; ``roughness`` is the amplitude of the lowest harmonic, higher ones fall as 1/k."""
+        """A random outline; ``roughness`` is the amplitude of the lowest harmonic, higher ones
+        fall as 1/k."""
         k = np.arange(2, 2 + n_harmonics)
         amplitudes = roughness * rng.uniform(0.3, 1.0, n_harmonics) * 2.0 / k
         return cls(
@@ -68,7 +69,12 @@ class StarShape:
 
     def scaled(self, factor: float) -> StarShape:
         return StarShape(
-            self.center_nm, self.radius_nm * factor, self.elongation, self.angle, self.amplitudes, self.phases
+            self.center_nm,
+            self.radius_nm * factor,
+            self.elongation,
+            self.angle,
+            self.amplitudes,
+            self.phases,
         )
 
     def radius_at(self, theta: np.ndarray) -> np.ndarray:
@@ -162,7 +168,8 @@ class CellParams:
         """Spread cells (80 %) or a dense culture (20 %), shapes drawn from :attr:`RANGES`."""
         dense = rng.random() < 0.2
         values = {name: r.draw(rng) for name, r in cls.RANGES.items()}
-        values.update({name: r.draw(rng) for name, r in (cls.DENSE_RANGES if dense else cls.SPREAD_RANGES).items()})
+        ranges = cls.DENSE_RANGES if dense else cls.SPREAD_RANGES
+        values.update({name: r.draw(rng) for name, r in ranges.items()})
         if dense:
             n_cells = int(rng.integers(5, 11))
         else:
@@ -217,7 +224,9 @@ class CellLayout:
     def n_cells(self) -> int:
         return len(self.cell_shapes)
 
-    def allowed(self, points_nm: np.ndarray, clearance_nm: float, cell_id: int | None = None) -> np.ndarray:
+    def allowed(
+        self, points_nm: np.ndarray, clearance_nm: float, cell_id: int | None = None
+    ) -> np.ndarray:
         """Whether points lie in the cytoplasm at least ``clearance_nm`` from membranes and nuclei.
 
         The clearance is read at the pixel containing the point, so callers add
@@ -261,7 +270,8 @@ class CellLayout:
         return origin + (np.stack([rows, cols], axis=1) + jitter) * self.grid.pixel_size_nm
 
     def label_cells_on(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-        """Rasterise cells and nuclei from their outlines on another grid (e.g. the fine density grid).
+        """Rasterise cells and nuclei from their outlines on another grid (e.g. the fine
+        density grid).
 
         Results are cached per grid, as several channels need them.
         """
@@ -271,12 +281,15 @@ class CellLayout:
 
     def perinuclear_weight(self, length_nm: float) -> np.ndarray:
         """exp(-distance to nucleus / length): a placement weight that favours the cell centre."""
-        distance = np.where(np.isfinite(self.distance_to_nucleus_nm), self.distance_to_nucleus_nm, 1e9)
+        distance = np.where(
+            np.isfinite(self.distance_to_nucleus_nm), self.distance_to_nucleus_nm, 1e9
+        )
         return np.exp(-distance / max(length_nm, 1.0)).astype(np.float32)
 
 
 def label_edges(labels: np.ndarray) -> np.ndarray:
-    """Pixels with a 4-neighbour of another label, on both sides of every edge (background included)."""
+    """Pixels with a 4-neighbour of another label, on both sides of every edge (background
+    included)."""
     edges = np.zeros(labels.shape, dtype=bool)
     vertical = labels[1:, :] != labels[:-1, :]
     edges[1:, :] |= vertical
@@ -288,7 +301,8 @@ def label_edges(labels: np.ndarray) -> np.ndarray:
 
 
 def _level_on(shape: StarShape, y: np.ndarray, x: np.ndarray, stride: int = 4) -> np.ndarray:
-    """``shape.level`` on the grid ``y`` x ``x``, evaluated every ``stride`` pixels and interpolated.
+    """``shape.level`` on the grid ``y`` x ``x``, evaluated every ``stride`` pixels and
+    interpolated.
 
     The level is smooth away from the centre, so linear interpolation over a
     few pixels moves the outline by far less than a pixel.
@@ -342,13 +356,16 @@ def _shape_window(grid: Grid, shape: StarShape) -> tuple[slice, slice] | None:
     low = grid.to_pixels(np.asarray(shape.center_nm) - reach)
     high = grid.to_pixels(np.asarray(shape.center_nm) + reach)
     r0, c0 = max(int(np.floor(low[0])), 0), max(int(np.floor(low[1])), 0)
-    r1, c1 = min(int(np.ceil(high[0])) + 1, grid.shape[0]), min(int(np.ceil(high[1])) + 1, grid.shape[1])
+    r1 = min(int(np.ceil(high[0])) + 1, grid.shape[0])
+    c1 = min(int(np.ceil(high[1])) + 1, grid.shape[1])
     if r0 >= r1 or c0 >= c1:
         return None
     return slice(r0, r1), slice(c0, c1)
 
 
-def generate_cells(rng: np.random.Generator, world: Grid, field_grid: Grid, params: CellParams) -> CellLayout:
+def generate_cells(
+    rng: np.random.Generator, world: Grid, field_grid: Grid, params: CellParams
+) -> CellLayout:
     """Place one main cell near the field centre and its neighbours around it.
 
     Args:
@@ -357,7 +374,11 @@ def generate_cells(rng: np.random.Generator, world: Grid, field_grid: Grid, para
         field_grid: the camera's field of view, used to centre the main cell.
         params: shape parameters.
     """
-    n_cells = params.n_cells if params.n_cells is not None else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    n_cells = (
+        params.n_cells
+        if params.n_cells is not None
+        else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    )
     low, high = field_grid.bounds_nm
     field_center = (low + high) / 2.0
     field_size = high - low
@@ -375,7 +396,8 @@ def generate_cells(rng: np.random.Generator, world: Grid, field_grid: Grid, para
             distance = (radii[j] + radius) * rng.uniform(0.7, 1.0)
             candidate = centers[j] + distance * np.array([np.sin(angle), np.cos(angle)])
             crowded = any(
-                np.hypot(*(candidate - c)) < 0.65 * (r + radius) for c, r in zip(centers, radii[: len(centers)])
+                np.hypot(*(candidate - c)) < 0.65 * (r + radius)
+                for c, r in zip(centers, radii[: len(centers)])
             )
             score = np.hypot(*(candidate - field_center)) + (1e12 if crowded else 0.0)
             if score < best_score:
@@ -383,11 +405,15 @@ def generate_cells(rng: np.random.Generator, world: Grid, field_grid: Grid, para
         centers.append(best)
     for center, radius in zip(centers, radii):
         elongation = 1.0 + (params.elongation - 1.0) * rng.uniform(0.6, 1.4)
-        cell_shapes.append(StarShape.random(rng, tuple(center), radius, max(elongation, 1.0), params.roughness))
+        cell_shapes.append(
+            StarShape.random(rng, tuple(center), radius, max(elongation, 1.0), params.roughness)
+        )
 
     cells = _partition(world, cell_shapes)
     inside = (cells > 0) & ~label_edges(cells)
-    distance_to_membrane = (ndi.distance_transform_edt(inside) * world.pixel_size_nm).astype(np.float32)
+    distance_to_membrane = (
+        ndi.distance_transform_edt(inside) * world.pixel_size_nm
+    ).astype(np.float32)
 
     nucleus_shapes = [
         _fit_nucleus(rng, world, shape, i, params, cells, distance_to_membrane)
@@ -395,7 +421,9 @@ def generate_cells(rng: np.random.Generator, world: Grid, field_grid: Grid, para
     ]
     nuclei = _rasterise_nuclei(world, cells, nucleus_shapes)
     if nuclei.any():
-        distance_to_nucleus = (ndi.distance_transform_edt(nuclei == 0) * world.pixel_size_nm).astype(np.float32)
+        distance_to_nucleus = (
+            ndi.distance_transform_edt(nuclei == 0) * world.pixel_size_nm
+        ).astype(np.float32)
     else:
         distance_to_nucleus = np.full(world.shape, np.inf, dtype=np.float32)
 
@@ -428,13 +456,18 @@ def _fit_nucleus(
     cells: np.ndarray,
     distance_to_membrane: np.ndarray,
 ) -> StarShape:
-    """A nucleus that keeps ``params.nucleus_margin_nm`` of cytoplasm around it (shrunk until it does)."""
+    """A nucleus that keeps ``params.nucleus_margin_nm`` of cytoplasm around it (shrunk until
+    it does)."""
     margin = params.nucleus_margin_nm
     offset = rng.uniform(-0.2, 0.2, 2) * cell.radius_nm
     center = np.asarray(cell.center_nm) + offset
     elongation = 1.0 + (params.nucleus_elongation - 1.0) * rng.uniform(0.5, 1.5)
     shape = StarShape.random(
-        rng, tuple(center), cell.radius_nm * params.nucleus_fraction, max(elongation, 1.0), params.nucleus_roughness,
+        rng,
+        tuple(center),
+        cell.radius_nm * params.nucleus_fraction,
+        max(elongation, 1.0),
+        params.nucleus_roughness,
         n_harmonics=4,
     )
     y, x = world.axes_nm()
@@ -451,7 +484,12 @@ def _fit_nucleus(
         # pull towards the cell centre and shrink
         center = 0.7 * np.asarray(shape.center_nm) + 0.3 * np.asarray(cell.center_nm)
         shape = StarShape(
-            tuple(center), shape.radius_nm * 0.88, shape.elongation, shape.angle, shape.amplitudes, shape.phases
+            tuple(center),
+            shape.radius_nm * 0.88,
+            shape.elongation,
+            shape.angle,
+            shape.amplitudes,
+            shape.phases,
         )
     return shape
 
@@ -474,7 +512,9 @@ def nucleus_density(
     if not nuclei_on_grid.any():
         return density
     y, x = grid.axes_nm()
-    texture = 1.0 + rng.uniform(0.15, 0.35) * smooth_noise(rng, grid.shape, 250.0 / grid.pixel_size_nm)
+    texture = 1.0 + rng.uniform(0.15, 0.35) * smooth_noise(
+        rng, grid.shape, 250.0 / grid.pixel_size_nm
+    )
     texture += rng.uniform(0.0, 0.25) * smooth_noise(rng, grid.shape, 80.0 / grid.pixel_size_nm)
     for i, shape in enumerate(layout.nucleus_shapes, start=1):
         window = _shape_window(grid, shape)
@@ -487,12 +527,16 @@ def nucleus_density(
         # DNA content and compaction differ between nuclei (G1/G2, condensing chromatin)
         brightness = float(np.exp(rng.normal(0.0, 0.25)))
         nucleoli = _nucleoli(rng, shape, y[window[0], None], x[None, window[1]])
-        density[window] += np.where(inside, brightness * thickness * nucleoli, 0.0).astype(np.float32)
+        density[window] += np.where(
+            inside, brightness * thickness * nucleoli, 0.0
+        ).astype(np.float32)
     density *= np.clip(texture, 0.2, None)
     return density
 
 
-def _nucleoli(rng: np.random.Generator, shape: StarShape, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _nucleoli(
+    rng: np.random.Generator, shape: StarShape, y: np.ndarray, x: np.ndarray
+) -> np.ndarray:
     """Multiplier that dims 1-4 round nucleoli (DNA-poor) inside a nucleus."""
     factor = np.ones(np.broadcast_shapes(y.shape, x.shape))
     for _ in range(int(rng.integers(1, 5))):
@@ -527,7 +571,9 @@ def membrane_density(
     # rounded cells) projects onto the two-pixel-wide edge band
     edge_height = rng.uniform(500.0, 3000.0)
     edge_density = edge_height * 10.0 / (2.0 * grid.pixel_size_nm)
-    texture = np.clip(1.0 + 0.3 * smooth_noise(rng, grid.shape, 400.0 / grid.pixel_size_nm), 0.2, None)
+    texture = np.clip(
+        1.0 + 0.3 * smooth_noise(rng, grid.shape, 400.0 / grid.pixel_size_nm), 0.2, None
+    )
     density = edge_density * edge * texture
     inside = cells_on_grid > 0
     # the flat dorsal and ventral membranes over the cell body

@@ -36,7 +36,9 @@ class SimulatedEM:
     pixel_size_nm: float
 
 
-def simulate_em(seed: SeedLike = 0, shape: tuple[int, int] = (512, 512), pixel_size_nm: float = 5.0) -> SimulatedEM:
+def simulate_em(
+    seed: SeedLike = 0, shape: tuple[int, int] = (512, 512), pixel_size_nm: float = 5.0
+) -> SimulatedEM:
     """Simulate an EM-like section of neuropil.
 
     Args:
@@ -70,7 +72,16 @@ def simulate_em(seed: SeedLike = 0, shape: tuple[int, int] = (512, 512), pixel_s
             _add_mitochondrion(rng, region, inside_distance, px, yy, xx, density, mitochondria)
         if rng.random() < 0.25:
             _add_vesicle_cluster(
-                rng, region, membrane_distance, inside_distance, px, yy, xx, density, vesicles, mitochondria
+                rng,
+                region,
+                membrane_distance,
+                inside_distance,
+                px,
+                yy,
+                xx,
+                density,
+                vesicles,
+                mitochondria,
             )
 
     if mitochondria.max() == 0:
@@ -78,7 +89,9 @@ def simulate_em(seed: SeedLike = 0, shape: tuple[int, int] = (512, 512), pixel_s
         sizes = np.bincount(profiles.ravel())
         for profile_id in np.argsort(sizes)[::-1][:5]:
             if profile_id > 0:
-                _add_mitochondrion(rng, profiles == profile_id, inside_distance, px, yy, xx, density, mitochondria)
+                _add_mitochondrion(
+                    rng, profiles == profile_id, inside_distance, px, yy, xx, density, mitochondria
+                )
             if mitochondria.max() > 0:
                 break
 
@@ -105,7 +118,8 @@ def simulate_em(seed: SeedLike = 0, shape: tuple[int, int] = (512, 512), pixel_s
 def _profiles(
     rng: np.random.Generator, shape: tuple[int, int], px: float, yy: np.ndarray, xx: np.ndarray
 ) -> np.ndarray:
-    """Cell profiles: a power diagram of random seeds seen through a smooth warp, so borders curve."""
+    """Cell profiles: a power diagram of random seeds seen through a smooth warp, so borders
+    curve."""
     area = shape[0] * shape[1] * px**2
     mean_diameter = rng.uniform(300.0, 700.0)
     n = max(4, int(area / mean_diameter**2))
@@ -161,7 +175,9 @@ def _add_mitochondrion(
     mitochondria[body] = mitochondria.max() + 1
     # distance inward from the outline, approximately, in nm
     depth = (1.0 - level) * width
-    envelope = np.exp(-0.5 * ((depth - 4.0) / 3.0) ** 2) + np.exp(-0.5 * ((depth - 14.0) / 3.0) ** 2)
+    envelope = (
+        np.exp(-0.5 * ((depth - 4.0) / 3.0) ** 2) + np.exp(-0.5 * ((depth - 14.0) / 3.0) ** 2)
+    )
     matrix = 0.25 + 0.05 * rng.standard_normal()
     # transverse cristae from the inner membrane, each with its own length and side
     spacing = rng.uniform(35.0, 70.0)
@@ -171,7 +187,9 @@ def _add_mitochondrion(
     phase = shifted - (np.floor(shifted / spacing) + 0.5) * spacing
     half_length = width * rng.uniform(0.3, 0.9, 64)
     offset = (width - half_length) * rng.choice([-1.0, 0.0, 1.0], 64)
-    cristae = np.exp(-0.5 * (phase / rng.uniform(3.0, 5.0)) ** 2) * (np.abs(v - offset[index]) < half_length[index])
+    cristae = np.exp(-0.5 * (phase / rng.uniform(3.0, 5.0)) ** 2) * (
+        np.abs(v - offset[index]) < half_length[index]
+    )
     inner = body & (depth > 14.0)
     density[body] += matrix + 0.6 * envelope[body]
     density[inner] += 0.45 * cristae[inner]
@@ -208,7 +226,11 @@ def _add_vesicle_cluster(
         window = (slice(r0, r1), slice(c0, c1))
         distance = np.hypot(yy[window] - cy, xx[window] - cx)
         disc = distance <= radius
-        if not disc.any() or not region[window][disc].all() or (inside_distance[window][disc] < 4.0).any():
+        if (
+            not disc.any()
+            or not region[window][disc].all()
+            or (inside_distance[window][disc] < 4.0).any()
+        ):
             continue
         if vesicles[window][disc].any() or mitochondria[window][disc].any():
             continue

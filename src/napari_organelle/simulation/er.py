@@ -100,12 +100,16 @@ def generate_er(
     ]
     graph = NetworkGraph.merged(graphs)
 
-    label_field = tube_field(world, densify(graph.paths_nm, world.pixel_size_nm / 2.5), label_radius, label_radius)
+    label_field = tube_field(
+        world, densify(graph.paths_nm, world.pixel_size_nm / 2.5), label_radius, label_radius
+    )
     labels = label_field.mask(label_radius)
     # tubules are far thinner than any PSF: deposit their dye along the centre lines
     density = splat_lines(fine, densify(graph.paths_nm, fine.pixel_size_nm / 2.0), radius)
     # ER markers are not perfectly even along tubules (varicosities, crowding)
-    density *= np.clip(1.0 + 0.2 * smooth_noise(rng, fine.shape, 150.0 / fine.pixel_size_nm), 0.3, None)
+    density *= np.clip(
+        1.0 + 0.2 * smooth_noise(rng, fine.shape, 150.0 / fine.pixel_size_nm), 0.3, None
+    )
 
     sheets = np.zeros(world.shape, dtype=bool)
     if params.sheets:
@@ -117,8 +121,12 @@ def generate_er(
         sheet_fine = sheets.astype(np.float32)
         if factor > 1:
             sheet_fine = ndi.zoom(sheet_fine, factor, order=1, grid_mode=True, mode="nearest")
-        texture = np.clip(1.0 + 0.3 * smooth_noise(rng, fine.shape, 120.0 / fine.pixel_size_nm), 0.2, None)
-        density = np.maximum(density, thickness * sheet_fine[: fine.shape[0], : fine.shape[1]] * texture)
+        texture = np.clip(
+            1.0 + 0.3 * smooth_noise(rng, fine.shape, 120.0 / fine.pixel_size_nm), 0.2, None
+        )
+        density = np.maximum(
+            density, thickness * sheet_fine[: fine.shape[0], : fine.shape[1]] * texture
+        )
     labels &= layout.cytoplasm
     return OrganelleGeometry(
         name="er",
@@ -155,7 +163,9 @@ def _tubular_network(
 
     # junctions closer than this would blur into one in the image and in a skeleton; capped
     # well below the mesh size, or merging would chain through the mesh into star-shaped hubs
-    merge_distance = min(max(3.0 * world.pixel_size_nm, 4.0 * label_radius), 0.4 * params.mesh_size_nm)
+    merge_distance = min(
+        max(3.0 * world.pixel_size_nm, 4.0 * label_radius), 0.4 * params.mesh_size_nm
+    )
     vertices, edges = _voronoi_edges(voronoi, params.mesh_size_nm)
     n_junctions = len(vertices)
     vertices, edges = _restrict_to_region(vertices, edges, inside, min_stub=merge_distance)
@@ -195,7 +205,8 @@ def _voronoi_edges(voronoi: Voronoi, reach_nm: float) -> tuple[np.ndarray, np.nd
 def _restrict_to_region(
     vertices: np.ndarray, edges: np.ndarray, inside: RegionTest, min_stub: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep edges inside the region; cut edges that leave it where they leave (a free end at the membrane).
+    """Keep edges inside the region; cut edges that leave it where they leave (a free end at
+    the membrane).
 
     Stubs shorter than ``min_stub`` are dropped: they would be swallowed by
     their junction in the image.
@@ -217,11 +228,15 @@ def _restrict_to_region(
     long_enough = t_cut * np.hypot(*(stop - start).T) >= min_stub
     new_ids = len(vertices) + np.arange(int(long_enough.sum()))
     stubs = np.stack([leaving[long_enough, 0], new_ids], axis=1)
-    return np.concatenate([vertices, ends[long_enough]]), np.concatenate([kept, stubs]).astype(np.intp)
+    return (
+        np.concatenate([vertices, ends[long_enough]]),
+        np.concatenate([kept, stubs]).astype(np.intp),
+    )
 
 
 def _edges_inside(vertices: np.ndarray, edges: np.ndarray, inside: RegionTest) -> np.ndarray:
-    """Whether straight edges lie inside the allowed region (both ends and three interior points)."""
+    """Whether straight edges lie inside the allowed region (both ends and three interior
+    points)."""
     if len(edges) == 0:
         return np.zeros(0, dtype=bool)
     a, b = vertices[edges[:, 0]], vertices[edges[:, 1]]
@@ -234,7 +249,8 @@ def _edges_inside(vertices: np.ndarray, edges: np.ndarray, inside: RegionTest) -
 def _merge_close_vertices(
     vertices: np.ndarray, edges: np.ndarray, distance: float, mergeable: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse mergeable vertices closer than ``distance`` (transitively); drop loops and duplicate edges."""
+    """Fuse mergeable vertices closer than ``distance`` (transitively); drop loops and
+    duplicate edges."""
     used = np.unique(edges)
     if used.size == 0:
         return np.zeros((0, 2)), np.zeros((0, 2), dtype=np.intp)
@@ -247,7 +263,8 @@ def _merge_close_vertices(
     n_groups, group = connected_components(graph, directed=False)
     counts = np.bincount(group, minlength=n_groups)
     merged = np.stack(
-        [np.bincount(group, points[:, 0], n_groups), np.bincount(group, points[:, 1], n_groups)], axis=1
+        [np.bincount(group, points[:, 0], n_groups), np.bincount(group, points[:, 1], n_groups)],
+        axis=1,
     ) / counts[:, None]
     remap = np.full(len(vertices), -1, dtype=np.intp)
     remap[used] = group
@@ -258,7 +275,11 @@ def _merge_close_vertices(
 
 
 def _bowed_paths(
-    rng: np.random.Generator, vertices: np.ndarray, edges: np.ndarray, curvature: float, inside: RegionTest
+    rng: np.random.Generator,
+    vertices: np.ndarray,
+    edges: np.ndarray,
+    curvature: float,
+    inside: RegionTest,
 ) -> list[np.ndarray]:
     """Bend each straight edge into a smooth curve with fixed ends.
 
@@ -307,10 +328,16 @@ def _sheets(rng: np.random.Generator, layout: CellLayout, params: ERParams) -> n
         for center in layout.sample_points(rng, n_peripheral, 1000.0):
             semi = rng.uniform(200.0, 800.0, 2)
             angle = rng.uniform(0, np.pi)
-            rows = slice(*np.clip(np.searchsorted(y, [center[0] - semi.max(), center[0] + semi.max()]), 0, len(y)))
-            cols = slice(*np.clip(np.searchsorted(x, [center[1] - semi.max(), center[1] + semi.max()]), 0, len(x)))
+            rows = slice(*np.clip(
+                np.searchsorted(y, [center[0] - semi.max(), center[0] + semi.max()]), 0, len(y)
+            ))
+            cols = slice(*np.clip(
+                np.searchsorted(x, [center[1] - semi.max(), center[1] + semi.max()]), 0, len(x)
+            ))
             dy, dx = y[rows, None] - center[0], x[None, cols] - center[1]
             u = dy * np.cos(angle) + dx * np.sin(angle)
             v = -dy * np.sin(angle) + dx * np.cos(angle)
-            sheets[rows, cols] |= region[rows, cols] & ((u / semi[0]) ** 2 + (v / semi[1]) ** 2 <= 1.0)
+            sheets[rows, cols] |= region[rows, cols] & (
+                (u / semi[0]) ** 2 + (v / semi[1]) ** 2 <= 1.0
+            )
     return sheets

@@ -19,7 +19,12 @@ from .golgi import GolgiParams, generate_golgi
 from .grid import Grid
 from .mitochondria import MitochondriaParams, generate_mitochondria
 from .organelle import CLASS_NAMES, OrganelleGeometry
-from .vesicles import LipidDropletParams, LysosomeParams, generate_lipid_droplets, generate_lysosomes
+from .vesicles import (
+    LipidDropletParams,
+    LysosomeParams,
+    generate_lipid_droplets,
+    generate_lysosomes,
+)
 
 __all__ = [
     "PARAMETER_TYPES",
@@ -76,11 +81,15 @@ def generate_organelle(
         raise ValueError(f"unknown organelle {name!r}; expected one of {', '.join(CLASS_NAMES)}")
     if name == "nuclei":
         _, nuclei_fine = layout.label_cells_on(fine)
-        return OrganelleGeometry("nuclei", layout.nuclei.copy(), nucleus_density(rng, layout, fine, nuclei_fine))
+        return OrganelleGeometry(
+            "nuclei", layout.nuclei.copy(), nucleus_density(rng, layout, fine, nuclei_fine)
+        )
     if name == "cell_boundary":
         cells_fine, _ = layout.label_cells_on(fine)
         return OrganelleGeometry(
-            "cell_boundary", layout.membrane.astype(np.uint8), membrane_density(rng, fine, cells_fine)
+            "cell_boundary",
+            layout.membrane.astype(np.uint8),
+            membrane_density(rng, fine, cells_fine),
         )
     if params is None:
         params = default_params(name)

@@ -77,12 +77,22 @@ def generate_golgi(
         n_stacks = rng.poisson(params.n_stacks)
         ribbon_angle = rng.uniform(0, 2 * np.pi)
         in_ribbon = rng.random(n_stacks) < params.compactness
-        dispersed = iter(layout.sample_points(rng, int(np.count_nonzero(~in_ribbon)), clearance, weight, cell_id))
+        dispersed = iter(
+            layout.sample_points(
+                rng, int(np.count_nonzero(~in_ribbon)), clearance, weight, cell_id
+            )
+        )
         for ribbon in in_ribbon:
             if ribbon:
                 phi = ribbon_angle + np.deg2rad(params.arc_degrees) * rng.uniform(-0.5, 0.5)
-                reach = nucleus.radius_at(np.array([phi]))[0] + radius + params.distance_nm * rng.uniform(0.5, 1.5)
-                center = np.asarray(nucleus.center_nm) + reach * np.array([np.sin(phi), np.cos(phi)])
+                reach = (
+                    nucleus.radius_at(np.array([phi]))[0]
+                    + radius
+                    + params.distance_nm * rng.uniform(0.5, 1.5)
+                )
+                center = np.asarray(nucleus.center_nm) + reach * np.array(
+                    [np.sin(phi), np.cos(phi)]
+                )
                 direction = phi + np.pi / 2 + rng.normal(0.0, 0.35)
             else:
                 center = next(dispersed, None)
@@ -99,12 +109,20 @@ def generate_golgi(
     labels = np.zeros(world.shape, dtype=bool)
     density = np.zeros(fine.shape, dtype=np.float32)
     if stacks:
-        fine_field = tube_field(fine, densify(stacks, fine.pixel_size_nm / 2.5), radius, radius + fine.pixel_size_nm)
-        label_field = fine_field if fine == world else tube_field(world, densify(stacks, px / 2.5), radius, radius)
+        fine_field = tube_field(
+            fine, densify(stacks, fine.pixel_size_nm / 2.5), radius, radius + fine.pixel_size_nm
+        )
+        label_field = (
+            fine_field
+            if fine == world
+            else tube_field(world, densify(stacks, px / 2.5), radius, radius)
+        )
         labels = label_field.mask() & layout.cytoplasm
         density = fine_field.density("lumen")
         # cisternae and budding vesicles make stacks lumpy
-        density *= np.clip(1.0 + 0.4 * smooth_noise(rng, fine.shape, 150.0 / fine.pixel_size_nm), 0.2, None)
+        density *= np.clip(
+            1.0 + 0.4 * smooth_noise(rng, fine.shape, 150.0 / fine.pixel_size_nm), 0.2, None
+        )
     if vesicle_centers:
         centers = np.concatenate(vesicle_centers)
         centers = centers[layout.allowed(centers, 100.0)]

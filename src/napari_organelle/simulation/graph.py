@@ -241,12 +241,17 @@ class NetworkGraph:
         whole = n_inside == counts
         out_paths = [self.paths_nm[e] for e in np.flatnonzero(whole)]
         for e in np.flatnonzero((n_inside > 0) & ~whole):
-            out_paths.extend(_clip_path(self.paths_nm[e], inside[starts[e] : starts[e] + counts[e]], low, high))
-        # an edge that only passes through the box between two samples is lost; samples are dense enough
+            out_paths.extend(
+                _clip_path(self.paths_nm[e], inside[starts[e] : starts[e] + counts[e]], low, high)
+            )
+        # an edge that only passes through the box between two samples is lost; samples are
+        # dense enough
         return NetworkGraph.from_paths(out_paths, snap_nm=1e-3)
 
 
-def _clip_path(path: np.ndarray, inside: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
+def _clip_path(
+    path: np.ndarray, inside: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> list[np.ndarray]:
     """Pieces of one polyline inside the box, ends moved onto the box edge."""
     pieces = []
     flips = np.flatnonzero(np.diff(inside.astype(np.int8))) + 1
@@ -265,7 +270,9 @@ def _clip_path(path: np.ndarray, inside: np.ndarray, low: np.ndarray, high: np.n
     return pieces
 
 
-def _box_crossing(inner: np.ndarray, outer: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def _box_crossing(
+    inner: np.ndarray, outer: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
     """Where the segment from a point inside the box to one outside it leaves the box."""
     direction = outer - inner
     t_exit = 1.0

@@ -54,7 +54,9 @@ class Grid:
 
     def to_pixels(self, points_nm: np.ndarray) -> np.ndarray:
         """Continuous pixel coordinates (pixel centres at integers) of (..., 2) points in nm."""
-        return (np.asarray(points_nm, dtype=float) - np.asarray(self.origin_nm)) / self.pixel_size_nm - 0.5
+        return (
+            np.asarray(points_nm, dtype=float) - np.asarray(self.origin_nm)
+        ) / self.pixel_size_nm - 0.5
 
     def to_index(self, points_nm: np.ndarray) -> np.ndarray:
         """Index of the pixel containing each point, clipped to the grid; shape (..., 2) int."""
@@ -84,13 +86,18 @@ class Grid:
         return Grid(
             (self.shape[0] + 2 * pad_px, self.shape[1] + 2 * pad_px),
             self.pixel_size_nm,
-            (self.origin_nm[0] - pad_px * self.pixel_size_nm, self.origin_nm[1] - pad_px * self.pixel_size_nm),
+            (
+                self.origin_nm[0] - pad_px * self.pixel_size_nm,
+                self.origin_nm[1] - pad_px * self.pixel_size_nm,
+            ),
         )
 
     def refined(self, factor: int) -> Grid:
         """The same area cut into ``factor`` x ``factor`` sub-pixels per pixel."""
         return Grid(
-            (self.shape[0] * factor, self.shape[1] * factor), self.pixel_size_nm / factor, self.origin_nm
+            (self.shape[0] * factor, self.shape[1] * factor),
+            self.pixel_size_nm / factor,
+            self.origin_nm,
         )
 
     def crop_slices(self, inner: Grid) -> tuple[slice, slice]:
@@ -107,7 +114,8 @@ class Grid:
 
 
 def bin_pixels(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over non-overlapping ``factor`` x ``factor`` blocks (a camera pixel integrating its area)."""
+    """Mean over non-overlapping ``factor`` x ``factor`` blocks (a camera pixel integrating its
+    area)."""
     if factor == 1:
         return image
     rows, cols = image.shape[0] // factor, image.shape[1] // factor

@@ -173,7 +173,11 @@ class MicroscopeSettings:
         },
     }
     #: how often :meth:`random` picks each modality
-    MODALITY_PROBABILITIES: ClassVar[dict[str, float]] = {"widefield": 0.35, "confocal": 0.45, "sim": 0.2}
+    MODALITY_PROBABILITIES: ClassVar[dict[str, float]] = {
+        "widefield": 0.35,
+        "confocal": 0.45,
+        "sim": 0.2,
+    }
 
     @property
     def psf_sigma_nm(self) -> float:
@@ -210,7 +214,9 @@ class MicroscopeSettings:
         """
         if modality is None:
             names = list(cls.MODALITY_PROBABILITIES)
-            modality = names[int(rng.choice(len(names), p=list(cls.MODALITY_PROBABILITIES.values())))]
+            modality = names[
+                int(rng.choice(len(names), p=list(cls.MODALITY_PROBABILITIES.values())))
+            ]
         values: dict = {name: r.draw(rng) for name, r in cls.RANGES.items()}
         values.update({name: r.draw(rng) for name, r in cls.MODALITY_RANGES[modality].items()})
         if emission_wavelength_nm is not None:
@@ -265,7 +271,11 @@ class Microscope:
     """
 
     def __init__(
-        self, settings: MicroscopeSettings, pixel_size_nm: float, oversample: int = 2, seed: SeedLike = None
+        self,
+        settings: MicroscopeSettings,
+        pixel_size_nm: float,
+        oversample: int = 2,
+        seed: SeedLike = None,
     ) -> None:
         if oversample < 1:
             raise ValueError("oversample must be at least 1")
@@ -294,7 +304,9 @@ class Microscope:
         # binning integrates over each camera pixel from its fine pixels; the area of one fine
         # pixel is integrated here, as the variance of a box of that width (width^2 / 12)
         sigma_nm = np.sqrt(s.psf_sigma_nm**2 + fine_px**2 / 12.0)
-        focused = ndi.gaussian_filter(density.astype(np.float32, copy=False), sigma_nm / fine_px, mode="nearest")
+        focused = ndi.gaussian_filter(
+            density.astype(np.float32, copy=False), sigma_nm / fine_px, mode="nearest"
+        )
         image = bin_pixels(focused, self.oversample)
         px = self.pixel_size_nm
         weight = self._field(image.shape, "defocus")
@@ -306,7 +318,9 @@ class Microscope:
             image = (1.0 - s.out_of_focus_fraction) * image + s.out_of_focus_fraction * haze
         return image.astype(np.float32)
 
-    def expected_photons(self, optical: np.ndarray, frame: int = 0, reference: float | None = None) -> np.ndarray:
+    def expected_photons(
+        self, optical: np.ndarray, frame: int = 0, reference: float | None = None
+    ) -> np.ndarray:
         """Expected photons per pixel from a noise-free :meth:`optics` image.
 
         Args:
@@ -341,19 +355,27 @@ class Microscope:
         if s.detector == "camera":
             if s.hot_pixel_fraction > 0:
                 hot = rng.random(photons.shape) < s.hot_pixel_fraction
-                electrons[hot] += rng.exponential(50.0 * (1.0 + s.peak_photons / 100.0), int(hot.sum()))
-            signal = s.gain_adu_per_electron * (electrons + rng.normal(0.0, s.read_noise_electrons, photons.shape))
+                electrons[hot] += rng.exponential(
+                    50.0 * (1.0 + s.peak_photons / 100.0), int(hot.sum())
+                )
+            signal = s.gain_adu_per_electron * (
+                electrons + rng.normal(0.0, s.read_noise_electrons, photons.shape)
+            )
         elif s.detector == "pmt":
             # each photoelectron is multiplied by a random gain with variance (F - 1) * mean^2
             k = 1.0 / max(s.excess_noise_factor - 1.0, 1e-6)
             signal = rng.gamma(electrons * k, s.gain_adu_per_electron / k)
-            signal += s.gain_adu_per_electron * rng.normal(0.0, s.read_noise_electrons, photons.shape)
+            signal += s.gain_adu_per_electron * rng.normal(
+                0.0, s.read_noise_electrons, photons.shape
+            )
         elif s.detector == "photon_counting":
             signal = s.gain_adu_per_electron * electrons
         else:
             raise ValueError(f"unknown detector {s.detector!r}")
         if s.modality == "sim" and s.sim_artifact_strength > 0:
-            signal = _sim_reconstruction(signal, s.sim_artifact_strength, s.psf_sigma_nm / self.pixel_size_nm)
+            signal = _sim_reconstruction(
+                signal, s.sim_artifact_strength, s.psf_sigma_nm / self.pixel_size_nm
+            )
         counts = np.rint(signal + s.offset_adu)
         return np.clip(counts, 0, s.saturation_adu).astype(np.uint16)
 
@@ -377,12 +399,16 @@ class Microscope:
         optical = self.optics(density)
         if crop is not None:
             optical = optical[crop]
-        return np.stack([self.detect(self.expected_photons(optical, frame)) for frame in range(n_frames)])
+        return np.stack(
+            [self.detect(self.expected_photons(optical, frame)) for frame in range(n_frames)]
+        )
 
     # ------------------------------------------------------------------ fixed fields
 
     def _fields_for(self, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-        return {name: self._field(shape, name) for name in ("illumination", "background", "stripes")}
+        return {
+            name: self._field(shape, name) for name in ("illumination", "background", "stripes")
+        }
 
     def _field(self, shape: tuple[int, int], name: str) -> np.ndarray:
         shape = tuple(int(n) for n in shape)
@@ -403,9 +429,13 @@ class Microscope:
             field *= 1.0 + s.illumination_roughness * smooth_noise(rng, shape, 0.25 * size)
             return np.clip(field, 0.05, None)
         if name == "background":
-            return np.clip(1.0 + 0.3 * smooth_noise(rng, shape, 0.3 * size), 0.1, None).astype(np.float32)
+            return np.clip(
+                1.0 + 0.3 * smooth_noise(rng, shape, 0.3 * size), 0.1, None
+            ).astype(np.float32)
         if name == "defocus":
-            weight = 0.5 + 0.5 * np.tanh(smooth_noise(rng, shape, 0.15 * size) + rng.normal(0.0, 0.5))
+            weight = 0.5 + 0.5 * np.tanh(
+                smooth_noise(rng, shape, 0.15 * size) + rng.normal(0.0, 0.5)
+            )
             return (s.defocus_fraction * weight).astype(np.float32)
         if name == "stripes":
             # residue of the three illumination orientations at the pattern period lambda / (2 NA)
@@ -414,7 +444,10 @@ class Microscope:
             pattern = np.zeros(shape, dtype=np.float32)
             for angle in rng.uniform(0, np.pi / 3) + np.arange(3) * np.pi / 3:
                 phase = rng.uniform(0, 2 * np.pi)
-                pattern += np.cos(2 * np.pi * (y * np.sin(angle) + x * np.cos(angle)) / max(period_px, 2.1) + phase)
+                pattern += np.cos(
+                    2 * np.pi * (y * np.sin(angle) + x * np.cos(angle)) / max(period_px, 2.1)
+                    + phase
+                )
             return (1.0 + 0.03 * s.sim_artifact_strength * pattern).astype(np.float32)
         raise KeyError(name)
 
@@ -427,13 +460,16 @@ def _blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     small = ndi.zoom(image, 1.0 / factor, order=1, grid_mode=True, mode="nearest")
     small = ndi.gaussian_filter(small, sigma_px / factor, mode="nearest")
     zoom = (image.shape[0] / small.shape[0], image.shape[1] / small.shape[1])
-    big = ndi.zoom(small, zoom, order=1, grid_mode=True, mode="nearest")[: image.shape[0], : image.shape[1]]
+    big = ndi.zoom(small, zoom, order=1, grid_mode=True, mode="nearest")[
+        : image.shape[0], : image.shape[1]
+    ]
     missing = ((0, image.shape[0] - big.shape[0]), (0, image.shape[1] - big.shape[1]))
     return np.pad(big, missing, mode="edge")
 
 
 def _sim_reconstruction(signal: np.ndarray, strength: float, psf_sigma_px: float) -> np.ndarray:
-    """Mimic SIM reconstruction: high-frequency boost (ringing, amplified noise), negative values clipped."""
+    """Mimic SIM reconstruction: high-frequency boost (ringing, amplified noise), negative
+    values clipped."""
     sigma = max(psf_sigma_px, 0.7)
     low = ndi.gaussian_filter(signal, 1.5 * sigma, mode="nearest")
     sharpened = signal + 0.6 * strength * (signal - low)

@@ -118,7 +118,9 @@ def generate_mitochondria(
 
     cytoplasm_area = np.count_nonzero(layout.cytoplasm) * px**2
     target_area = params.coverage * cytoplasm_area
-    weight = (1.0 - params.perinuclear_bias) + params.perinuclear_bias * layout.perinuclear_weight(5000.0)
+    weight = (1.0 - params.perinuclear_bias) + params.perinuclear_bias * layout.perinuclear_weight(
+        5000.0
+    )
     p_fragment = params.fragment_fraction
     p_network = params.network_fraction
     kinds: tuple[Kind, ...] = ("network", "tubule", "fragment")
@@ -146,7 +148,9 @@ def generate_mitochondria(
         area += grown.length_nm * 2.0 * radius + np.pi * radius**2
 
     paths = [p for m in mitochondria for p in m.paths]
-    owner_ids = np.array([i for i, m in enumerate(mitochondria, start=1) for _ in m.paths], dtype=np.int32)
+    owner_ids = np.array(
+        [i for i, m in enumerate(mitochondria, start=1) for _ in m.paths], dtype=np.int32
+    )
     path_radius = np.array([m.radius_nm for m in mitochondria for _ in m.paths])
     wavelength = rng.uniform(800.0, 2000.0, len(paths))
     phase = rng.uniform(0, 2 * np.pi, len(paths))
@@ -154,7 +158,9 @@ def generate_mitochondria(
 
     def radii(curves: DenseCurves) -> np.ndarray:
         i = curves.path_index
-        return path_radius[i] * (1.0 + params.swelling * np.sin(2 * np.pi * curves.arc_nm / wavelength[i] + phase[i]))
+        return path_radius[i] * (
+            1.0 + params.swelling * np.sin(2 * np.pi * curves.arc_nm / wavelength[i] + phase[i])
+        )
 
     labels = np.zeros(world.shape, dtype=np.int32)
     density = np.zeros(fine.shape, dtype=np.float32)
@@ -173,7 +179,9 @@ def generate_mitochondria(
         owner = np.where(fine_field.owner >= 0, owner_ids[np.maximum(fine_field.owner, 0)], 0)
         density *= brightness[owner]
         # nucleoids and cristae make the matrix signal granular
-        density *= np.clip(1.0 + 0.25 * smooth_noise(rng, fine.shape, 100.0 / fine.pixel_size_nm), 0.3, None)
+        density *= np.clip(
+            1.0 + 0.25 * smooth_noise(rng, fine.shape, 100.0 / fine.pixel_size_nm), 0.3, None
+        )
 
     graphs = []
     for m in mitochondria:
@@ -198,7 +206,13 @@ def _disc_offsets(radius_px: int) -> np.ndarray:
 class _Grower:
     """Grows mitochondria one at a time into the free cytoplasm, recording what they occupy."""
 
-    def __init__(self, rng: np.random.Generator, layout: CellLayout, params: MitochondriaParams, max_radius: float):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        layout: CellLayout,
+        params: MitochondriaParams,
+        max_radius: float,
+    ):
         self.rng = rng
         self.layout = layout
         self.params = params
@@ -293,7 +307,9 @@ class _Grower:
             difference = np.angle(np.exp(1j * (radial + np.pi - heading)))
         return float(heading + self.params.radial_alignment * difference)
 
-    def _free(self, points: np.ndarray, outer: float, cell_id: int, origin: np.ndarray, exempt: float) -> np.ndarray:
+    def _free(
+        self, points: np.ndarray, outer: float, cell_id: int, origin: np.ndarray, exempt: float
+    ) -> np.ndarray:
         grid, layout = self.grid, self.layout
         index = grid.to_index(points)
         rows, cols = index[:, 0], index[:, 1]

@@ -20,7 +20,9 @@ CLASS_NAMES: tuple[str, ...] = (
     "cell_boundary",
 )
 #: classes labelled object by object (int32 instance labels)
-INSTANCE_CLASSES: frozenset[str] = frozenset({"nuclei", "mitochondria", "lysosomes", "lipid_droplets"})
+INSTANCE_CLASSES: frozenset[str] = frozenset(
+    {"nuclei", "mitochondria", "lysosomes", "lipid_droplets"}
+)
 #: classes labelled as one foreground (uint8 0/1 masks)
 SEMANTIC_CLASSES: frozenset[str] = frozenset({"er", "golgi", "cell_boundary"})
 #: classes with a centre-line graph in the truth

@@ -73,7 +73,11 @@ def densify(paths: Sequence[np.ndarray], spacing_nm: float) -> DenseCurves:
     global_along = along + gap * np.repeat(np.arange(len(paths)), counts)
     query = offsets[path_index] + arc
     sampled = np.stack(
-        [np.interp(query, global_along, points[:, 0]), np.interp(query, global_along, points[:, 1])], axis=1
+        [
+            np.interp(query, global_along, points[:, 0]),
+            np.interp(query, global_along, points[:, 1]),
+        ],
+        axis=1,
     )
     has_next = np.ones(path_index.size, dtype=bool)
     has_next[first + n_samples - 1] = False
@@ -98,7 +102,8 @@ class TubeField:
     owner: np.ndarray
 
     def mask(self, min_radius_nm: float = 0.0) -> np.ndarray:
-        """Pixels whose centre lies inside a tube (tubes thinner than ``min_radius_nm`` are widened)."""
+        """Pixels whose centre lies inside a tube (tubes thinner than ``min_radius_nm`` are
+        widened)."""
         return self.distance_nm <= np.maximum(self.radius_nm, min_radius_nm)
 
     def density(self, profile: Profile = "lumen") -> np.ndarray:
@@ -120,7 +125,9 @@ class TubeField:
                 inner_chord = 2.0 * np.sqrt(np.clip(inner**2 - self.distance_nm**2, 0.0, None))
                 shell_area = drawn**2 - inner**2
                 true_area = radius**2 - np.maximum(radius - MEMBRANE_THICKNESS_NM, 0.0) ** 2
-                thickness = (outer_chord - inner_chord) * np.where(shell_area > 0, true_area / shell_area, 0.0)
+                thickness = (outer_chord - inner_chord) * np.where(
+                    shell_area > 0, true_area / shell_area, 0.0
+                )
         return np.nan_to_num(thickness, nan=0.0, posinf=0.0).astype(np.float32)
 
 
@@ -243,7 +250,9 @@ def paint_balls(
     centers = np.asarray(centers_nm, dtype=float).reshape(-1, 2)
     radii = np.asarray(radii_nm, dtype=float).reshape(-1)
     ids = np.arange(1, len(centers) + 1) if ids is None else np.asarray(ids)
-    brightness = np.ones(len(centers)) if brightness is None else np.asarray(brightness, dtype=float)
+    brightness = (
+        np.ones(len(centers)) if brightness is None else np.asarray(brightness, dtype=float)
+    )
     if labels is not None:
         for center, radius, value in zip(centers, radii, ids):
             window, dist = _window_distances(grid, center, radius)
@@ -260,7 +269,9 @@ def paint_balls(
             if profile == "lumen":
                 content = 4.0 / 3.0 * np.pi * radius**3
             else:
-                content = 4.0 / 3.0 * np.pi * (radius**3 - max(radius - MEMBRANE_THICKNESS_NM, 0.0) ** 3)
+                content = (
+                    4.0 / 3.0 * np.pi * (radius**3 - max(radius - MEMBRANE_THICKNESS_NM, 0.0) ** 3)
+                )
             total = stamp.sum() * dgrid.pixel_size_nm**2
             if total > 0:
                 density[window] += (gain * content / total) * stamp

@@ -1,4 +1,5 @@
-"""Sample images for napari's File > Open Sample, made by the simulator (no downloads, no licences)."""
+"""Sample images for napari's File > Open Sample, made by the simulator (no downloads, no
+licences)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from .scene import simulate_cell
 
 #: channels of :func:`sample_live_cell`, in order
 LIVE_CELL_CHANNELS: tuple[str, ...] = ("nuclei", "mitochondria", "er", "lysosomes")
-#: pixel size of :func:`sample_live_cell`, nm (a 60x/1.4 oil objective on a confocal, Nyquist-sampled)
+#: pixel size of :func:`sample_live_cell`, nm (a 60x/1.4 oil objective on a confocal,
+#: Nyquist-sampled)
 LIVE_CELL_PIXEL_SIZE_NM = 90.0
 
 
 def sample_live_cell(seed: int = 0) -> tuple[np.ndarray, list[str], float]:
-    """A 4-channel live-cell confocal image (Hoechst, MitoTracker, Sec61b, LysoTracker) of a few cells.
+    """A 4-channel live-cell confocal image (Hoechst, MitoTracker, Sec61b, LysoTracker) of a
+    few cells.
 
     Args:
         seed: the same seed always gives the same image.
@@ -55,7 +58,8 @@ def sample_live_cell(seed: int = 0) -> tuple[np.ndarray, list[str], float]:
 
 
 def sample_em_like(seed: int = 0) -> tuple[np.ndarray, float]:
-    """A 512 x 512 EM-looking section (membranes, mitochondria with cristae, vesicles) at 5 nm per pixel.
+    """A 512 x 512 EM-looking section (membranes, mitochondria with cristae, vesicles) at 5 nm
+    per pixel.
 
     Returns:
         ``(image, pixel_size_nm)`` with ``image`` uint8 of shape (512, 512).

@@ -109,7 +109,8 @@ class SimulatedCell:
         return next(iter(self.labels.values())).shape
 
     def stack(self, names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-        """Channels as one (C, Y, X) uint16 array, in ``names`` order (default: all, in class order)."""
+        """Channels as one (C, Y, X) uint16 array, in ``names`` order (default: all, in class
+        order)."""
         names = list(names) if names is not None else [n for n in CLASS_NAMES if n in self.channels]
         return np.stack([self.channels[n] for n in names]), names
 
@@ -158,12 +159,16 @@ def simulate_cell(
     def chosen(name: str) -> Any:
         if name in params:
             return params[name]
-        return random_params(name, child_rng(base, "params", name)) if randomize else default_params(name)
+        if randomize:
+            return random_params(name, child_rng(base, "params", name))
+        return default_params(name)
 
     scene = _Scene(base, shape, pixel_size_nm, oversample, chosen("cells"))
     if microscope is None:
         microscope = (
-            MicroscopeSettings.random(child_rng(base, "microscope")) if randomize else MicroscopeSettings()
+            MicroscopeSettings.random(child_rng(base, "microscope"))
+            if randomize
+            else MicroscopeSettings()
         )
     # how much unbound dye enters the nucleus is one property of the sample for all channels
     nuclear_factor = float(child_rng(base, "cytosol").uniform(0.0, 1.2)) if randomize else 0.5
@@ -178,7 +183,9 @@ def simulate_cell(
             cytosolic *= float(np.exp(child_rng(base, "cytosol", name).normal(0.0, 0.7)))
         background = cytosolic * scene.cytosol(nuclear_factor) if cytosolic > 0 else None
         settings[name] = microscope.with_wavelength(dye.emission_nm)
-        channels[name], expected[name] = scene.image(scene.emission(geometry), settings[name], name, background)
+        channels[name], expected[name] = scene.image(
+            scene.emission(geometry), settings[name], name, background
+        )
         labels[name] = scene.crop_labels(geometry)
         truth[name] = _class_truth(scene, geometry, labels[name], pixel_size_nm, graphs)
 
@@ -212,7 +219,10 @@ def training_sample(
     pixel_size_nm: float | None = None,
     normalize: bool = False,
     return_info: bool = False,
-) -> tuple[np.ndarray, dict[str, np.ndarray]] | tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+) -> (
+    tuple[np.ndarray, dict[str, np.ndarray]]
+    | tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]
+):
     """One randomised single-channel training image and its targets.
 
     One organelle class (``shown``, by default drawn from ``class_names``) is
@@ -286,7 +296,9 @@ def _check_names(names: Sequence[str]) -> list[str]:
     names = list(names)
     unknown = [n for n in names if n not in CLASS_NAMES]
     if unknown:
-        raise ValueError(f"unknown organelle class(es) {unknown}; expected some of {', '.join(CLASS_NAMES)}")
+        raise ValueError(
+            f"unknown organelle class(es) {unknown}; expected some of {', '.join(CLASS_NAMES)}"
+        )
     if not names:
         raise ValueError("at least one organelle class is needed")
     return names
@@ -312,7 +324,9 @@ class _Scene:
         self.oversample = oversample or auto_oversample(self.pixel_size_nm)
         self.fine = self.world.refined(self.oversample)
         self.crop = self.world.crop_slices(self.image_grid)
-        self.layout = generate_cells(child_rng(base_seed, "cells"), self.world, self.image_grid, cell_params)
+        self.layout = generate_cells(
+            child_rng(base_seed, "cells"), self.world, self.image_grid, cell_params
+        )
         self._geometries: dict[str, OrganelleGeometry] = {}
 
     def geometry(self, name: str, params: Any) -> OrganelleGeometry:
@@ -330,7 +344,8 @@ class _Scene:
         return geometry.density / np.float32(np.percentile(values[::stride], 99.5))
 
     def cytosol(self, nuclear_factor: float) -> np.ndarray:
-        """Diffuse dye in the cytosol (proportional to cell thickness), and in the nucleus by ``nuclear_factor``."""
+        """Diffuse dye in the cytosol (proportional to cell thickness), and in the nucleus by
+        ``nuclear_factor``."""
         layout = self.layout
         inside = (layout.cells > 0).astype(np.float32)
         inside[layout.nuclei > 0] = nuclear_factor
@@ -351,7 +366,9 @@ class _Scene:
         microscope's ``peak_photons``), so crosstalk and unbound dye stay
         faint even in a field where the labelled organelle is absent.
         """
-        microscope = Microscope(settings, self.pixel_size_nm, self.oversample, child_rng(self.base, "camera", key))
+        microscope = Microscope(
+            settings, self.pixel_size_nm, self.oversample, child_rng(self.base, "camera", key)
+        )
         optical = microscope.optics(signal)[self.crop]
         peak = float(optical.max())
         reference = peak if peak > 0 else _TYPICAL_OPTICAL_PEAK

@@ -147,7 +147,10 @@ def _balls(
     px = world.pixel_size_nm
     area = np.count_nonzero(layout.cytoplasm) * px**2
     n_target = rng.poisson(density_per_100um2 * area / _PER_AREA_NM2)
-    radii = np.clip(diameter_nm * np.exp(rng.normal(0.0, diameter_cv, n_target)), *diameter_limits) / 2.0
+    radii = (
+        np.clip(diameter_nm * np.exp(rng.normal(0.0, diameter_cv, n_target)), *diameter_limits)
+        / 2.0
+    )
     radii = np.sort(radii)[::-1]  # big ones first pack better
     weight = (1.0 - perinuclear_bias) + perinuclear_bias * layout.perinuclear_weight(4000.0)
     candidates = _candidates(rng, layout, len(radii), weight, clustering)
@@ -184,7 +187,9 @@ def _candidates(
     if len(seeds) == 0:
         return scattered
     spread = rng.uniform(700.0, 2000.0)
-    members = seeds[rng.integers(0, len(seeds), n_clustered)] + rng.normal(0.0, spread, (n_clustered, 2))
+    members = seeds[rng.integers(0, len(seeds), n_clustered)] + rng.normal(
+        0.0, spread, (n_clustered, 2)
+    )
     mixed = np.concatenate([members, scattered])
     return mixed[rng.permutation(len(mixed))]
 

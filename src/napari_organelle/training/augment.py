@@ -102,14 +102,16 @@ def _window(image: np.ndarray, target: np.ndarray, size: int, rng: np.random.Gen
     ys, xs = slice(max(0, y), min(height, y + size)), slice(max(0, x), min(width, x + size))
     image_part, target_part = image[ys, xs], target[:, ys, xs]
     if any(p for pair in pad for p in pair):
-        image_part = np.pad(image_part, pad, mode="reflect" if min(image.shape) > size else "symmetric")
+        image_part = np.pad(image_part, pad,
+                            mode="reflect" if min(image.shape) > size else "symmetric")
         # Reflected context is fine for the input, but it is not annotated data.
         target_part = np.pad(target_part, ((0, 0), *pad), mode="constant", constant_values=IGNORE)
     return image_part, target_part
 
 
 def _affine(images: torch.Tensor, targets: torch.Tensor, crop: int, window: int,
-            rng: np.random.Generator, settings: AugmentSettings) -> tuple[torch.Tensor, torch.Tensor]:
+            rng: np.random.Generator,
+            settings: AugmentSettings) -> tuple[torch.Tensor, torch.Tensor]:
     batch = images.shape[0]
     thetas = []
     for _ in range(batch):
@@ -207,7 +209,8 @@ def _elastic(grid: torch.Tensor, rng: np.random.Generator, settings: AugmentSett
 
 def _resin(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator,
            settings: AugmentSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paint a flat, noisy blob of "empty resin" into some crops; it is background in every class."""
+    """Paint a flat, noisy blob of "empty resin" into some crops; it is background in every
+    class."""
     for index in range(images.shape[0]):
         if rng.random() >= settings.resin_probability:
             continue
