@@ -146,3 +146,15 @@ def test_a_model_trained_from_a_base_starts_without_the_bases_calibration(tmp_pa
                                                   base=str(tmp_path / "calibrated")))
     assert parent == "tiny-em@0"
     assert "confidence" not in card.extra and card.extra.get("kept") == 1
+
+
+def test_crops_are_centred_on_annotated_pixels_when_most_of_the_image_is_not():
+    image = np.random.default_rng(0).random((400, 400)).astype(np.float32)
+    target = np.full((1, 400, 400), IGNORE, np.uint8)
+    target[0, 180:220, 180:220] = 1  # one annotated cell, 1 % of the image
+    item = TrainingImage(image, target, "set/one-cell", "set", 1.0)
+    settings = AugmentSettings(scale=(1.0, 1.0), rotate=False, flip=False)
+    _, targets = sample_batch([item], 32, 32, np.random.default_rng(1), settings)
+    annotated = (targets != IGNORE).flatten(1).any(1)
+    # Without the re-draw about 1 % of centres would land in the annotated square.
+    assert annotated.float().mean() > 0.5

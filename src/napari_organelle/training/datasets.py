@@ -73,6 +73,19 @@ class TrainingImage:
     name: str
     source: str
     weight: float = 1.0
+    _annotated: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def annotated_pixels(self) -> np.ndarray:
+        """Flat indices of pixels annotated in at least one class (a subsample, computed once).
+
+        Crops are centred on these, so an image annotated in one cell or a few reviewed
+        boxes does not spend most crops on pixels that give no loss.
+        """
+        if self._annotated is None:
+            annotated = (self.target != IGNORE).any(axis=0).ravel()
+            # Every 7th annotated pixel is plenty to draw centres from and keeps this small.
+            self._annotated = np.flatnonzero(annotated)[::7].astype(np.int64)
+        return self._annotated
 
 
 def dataset_classes(path: Path, split: str = "train") -> list[str]:
