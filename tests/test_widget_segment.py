@@ -208,6 +208,7 @@ def test_a_stack_gives_a_stack_of_labels(make_napari_viewer, qtbot):
     stack = viewer.add_image(cells_image((3, 96, 96)), name="stack", scale=(50.0, 8.0, 8.0))
     widget = make_widget(viewer)
     choose_model(widget, "tiny-em")
+    widget.volume_check.value = False  # plane by plane
 
     run_and_wait(qtbot, widget)
 
@@ -218,6 +219,45 @@ def test_a_stack_gives_a_stack_of_labels(make_napari_viewer, qtbot):
     # instance ids are unique across the stack
     ids = [set(np.unique(plane)) - {0} for plane in viewer.layers["mitochondria"].data]
     assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])
+
+
+def test_a_z_stack_gives_3d_objects_with_the_layers_z_scale(make_napari_viewer, qtbot,
+                                                              organelle_home, tracebacks):
+    from napari_organelle.inference import segment
+
+    viewer = make_napari_viewer()
+    data = cells_image((5, 96, 96), seed=3)
+    stack = viewer.add_image(data, name="stack", scale=(40.0, 8.0, 8.0))
+    movie = viewer.add_image(data, name="movie", axis_labels=("t", "y", "x"))
+    flat = viewer.add_image(data[0], name="flat")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+
+    # the checkbox follows the layer: on for a Z stack, off for time and for 2-D
+    for layer, expected in ((movie, False), (flat, False), (stack, True)):
+        widget.image_combo.value = layer
+        assert widget.volume_check.value is expected, layer.name
+    assert widget.plan().options["z_anisotropy"] == 5.0
+
+    run_and_wait(qtbot, widget)
+
+    assert widget.controls.last_error is None
+    assert widget.last_result.settings["volume"] is True
+    assert widget.last_result.settings["z_anisotropy"] == 5.0
+    for name in ("mitochondria", "membranes"):
+        layer = viewer.layers[name]
+        assert layer.data.shape == (5, 96, 96)
+        np.testing.assert_array_equal(layer.scale, stack.scale)
+    # the dock only passes the option: the layer holds what the core's volume mode gives
+    expected = segment(data, str(organelle_home / "models" / "tiny-em" / "0"),
+                       classes=["mitochondria"], tile_size=widget.tile_size_spin.value,
+                       device="cpu", volume=True, z_anisotropy=5.0)
+    np.testing.assert_array_equal(viewer.layers["mitochondria"].data,
+                                  expected.labels["mitochondria"])
+    assert not tracebacks
+
+    widget.image_combo.value = movie
+    assert widget.plan().options["volume"] is False
 
 
 def test_pixel_size_comes_from_the_layer(make_napari_viewer):

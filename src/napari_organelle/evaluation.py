@@ -13,9 +13,23 @@ and ``benchmarks/accuracy.py``. It reads a data set folder laid out as::
 (:mod:`napari_organelle.training.datasets`) uses it too.
 
 Scores are pooled over the split (see :mod:`napari_organelle.metrics`): pixel
-Dice, IoU, precision, recall and F1 for every class, object F1 at IoU 0.5 for
-the model's instance classes (true objects from ``instances/`` when present,
-else the connected components of the mask).
+Dice, IoU, precision, recall and F1 for every class, object F1 at IoU 0.5 and
+the average precision over IoU 0.5-0.95 for the model's instance classes (true
+objects from ``instances/`` when present, else the connected components of the
+mask).
+
+Volumes
+    Some data sets' slices are consecutive sections of one volume
+    (em-lucchi-pp says so in ``dataset.json``: ``"volume"`` and
+    ``"z_step_nm"``). With ``volume=True`` (``evaluate --volume``) the split's
+    images are stacked in name order into one ``(Z, Y, X)`` volume, the
+    predictor segments it as a volume (:func:`model_predictor` with
+    ``volume=True`` links objects across Z) and it is scored as one 3-D image:
+    pixel scores over all voxels (the same sums as slice by slice), true
+    objects are the 3-D connected components of the stacked masks, and object
+    F1 and AP use the 3-D IoU. Volume mode is asked for, never automatic, so
+    the slice-by-slice scores of existing reports stay what they were; a note
+    says when ``dataset.json`` describes the split as a volume.
 
 Not annotated pixels
     When ``dataset.json`` gives an ``ignore_value`` (em-hela-sbfsem-mito and
@@ -60,6 +74,23 @@ Examples:
     [1.0, 1.0]
     >>> evaluation.notes
     ['mask pixels equal to 255 are not annotated: left out of every score']
+
+    With three more slices the square becomes a cube through four slices; scored
+    as one volume, the predictor gets the ``(Z, Y, X)`` stack and returns 3-D
+    labels:
+
+    >>> for z in range(3):
+    ...     tifffile.imwrite(folder / f"test/images/a{z}.tif", image)
+    ...     tifffile.imwrite(folder / f"test/masks/mitochondria/a{z}.tif", mask)
+    >>> def predict_volume(volume, pixel_size_nm):
+    ...     return {"mitochondria": (volume > 100).astype(np.uint8)}
+    >>> volume = evaluate_dataset(folder, "test", predict_volume, volume=True,
+    ...                           model_classes={"mitochondria": "instance"})
+    >>> scores = volume.scores["mitochondria"]
+    >>> scores.n_images, scores.objects.tp, scores.object_ap
+    (1, 1, 1.0)
+    >>> volume.per_image["image"].tolist()
+    ['a.tif..a2.tif (4 slices)']
     >>> temporary.cleanup()
 """
 
@@ -132,6 +163,22 @@ class DatasetInfo:
     def pixel_size_nm(self) -> float | None:
         """One pixel size in nm (the mean over the axes), or None when unknown."""
         return float(np.mean(self.pixel_sizes_nm)) if self.pixel_sizes_nm else None
+
+    @property
+    def z_step_nm(self) -> float | None:
+        """The distance between consecutive slices in nm (``z_step_nm``, else
+        ``section_thickness_nm``), or None when not given."""
+        for key in ("z_step_nm", "section_thickness_nm"):
+            value = self.raw.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return float(value)
+        return None
+
+    @property
+    def volume(self) -> str | None:
+        """What ``dataset.json`` says about the slices forming one volume, or None."""
+        value = self.raw.get("volume")
+        return None if value in (None, False, "") else str(value)
 
     @property
     def anisotropic(self) -> bool:
@@ -255,6 +302,8 @@ class DatasetEvaluation:
         notes: classes skipped and other things to know.
         iou_threshold: IoU at which objects matched.
         ignore_value: mask value left out of the scores as not annotated, or None.
+        volume: the split was scored as one 3-D volume.
+        z_step_nm: the distance between slices (from dataset.json), or None.
     """
 
     dataset: Path
@@ -267,6 +316,8 @@ class DatasetEvaluation:
     notes: list[str] = field(default_factory=list)
     iou_threshold: float = 0.5
     ignore_value: int | None = None
+    volume: bool = False
+    z_step_nm: float | None = None
 
     def table(self) -> pd.DataFrame:
         """Pooled scores, one row per data class, with the ``model_class`` it was compared with.
@@ -293,6 +344,8 @@ class DatasetEvaluation:
             "pixel_size_nm": self.pixel_size_nm,
             "iou_threshold": self.iou_threshold,
             "ignore_value": self.ignore_value,
+            "volume": self.volume,
+            "z_step_nm": self.z_step_nm,
             "classes": classes,
             "per_image": [
                 {key: _json_value(value) for key, value in row.items()}
@@ -311,6 +364,7 @@ def evaluate_dataset(
     model_classes: Mapping[str, str],
     iou_threshold: float = 0.5,
     on_progress: Callable[[Progress], None] | None = None,
+    volume: bool = False,
 ) -> DatasetEvaluation:
     """Predict every image of a split and score the predictions against the masks.
 
@@ -329,6 +383,8 @@ def evaluate_dataset(
             note; instance classes are also scored as objects.
         iou_threshold: IoU at which objects match.
         on_progress: called after each image.
+        volume: stack the split's images (in name order) into one volume,
+            predict it in one call and score it in 3-D (see the module notes).
 
     Returns:
         A :class:`DatasetEvaluation`.
@@ -342,7 +398,8 @@ def evaluate_dataset(
         See the module notes for a runnable example.
     """
     work = evaluate_dataset_iter(dataset_dir, split, predict_fn, class_map,
-                                 model_classes=model_classes, iou_threshold=iou_threshold)
+                                 model_classes=model_classes, iou_threshold=iou_threshold,
+                                 volume=volume)
     return run_progress(work, on_progress)
 
 
@@ -354,6 +411,7 @@ def evaluate_dataset_iter(
     *,
     model_classes: Mapping[str, str],
     iou_threshold: float = 0.5,
+    volume: bool = False,
 ) -> Generator[Progress, None, DatasetEvaluation]:
     """:func:`evaluate_dataset` as a generator yielding a :class:`Progress` per image.
 
@@ -364,9 +422,11 @@ def evaluate_dataset_iter(
         class_map: data class -> model class for classes named differently.
         model_classes: model class name -> kind.
         iou_threshold: IoU at which objects match.
+        volume: score the split as one volume (see :func:`evaluate_dataset`).
 
     Yields:
-        A :class:`~napari_organelle.progress.Progress` after each image.
+        A :class:`~napari_organelle.progress.Progress` after each image (in
+        volume mode: after reading the slices, after predicting, after scoring).
 
     Returns:
         The :class:`DatasetEvaluation` (as the generator's return value).
@@ -418,13 +478,18 @@ def evaluate_dataset_iter(
     if info.ignore_value is not None:
         notes.append(f"mask pixels equal to {info.ignore_value} are not annotated: left out of "
                      "every score")
+    if info.volume and not volume:
+        notes.append("dataset.json says the slices form one volume; --volume scores it in 3-D")
 
     import tifffile
 
     from .metrics import MetricAccumulator
 
     accumulator = MetricAccumulator(iou_threshold)
-    for index, path in enumerate(images):
+    if volume:
+        yield from _score_volume(images, split_dir, predict_fn, scored, instance_classes,
+                                 info, accumulator, notes)
+    for index, path in enumerate(images if not volume else ()):
         image = tifffile.imread(path)
         try:
             predictions = predict_fn(image, pixel_size)
@@ -454,7 +519,72 @@ def evaluate_dataset_iter(
         notes=notes,
         iou_threshold=float(iou_threshold),
         ignore_value=info.ignore_value,
+        volume=bool(volume),
+        z_step_nm=info.z_step_nm,
     )
+
+
+def _score_volume(images: list[Path], split_dir: Path, predict_fn: PredictFn,
+                  scored: dict[str, str], instance_classes: frozenset[str], info: DatasetInfo,
+                  accumulator: Any, notes: list[str]) -> Generator[Progress, None, None]:
+    """Stack the slices, predict the volume once, score it as one 3-D image."""
+    import tifffile
+
+    steps = 3
+    stack = _stack_slices(images, tifffile.imread)
+    name = (f"{images[0].name}..{images[-1].name} ({len(images)} slices)"
+            if len(images) > 1 else images[0].name)
+    notes.append(f"scored as one volume of {len(images)} slices in name order; true objects "
+                 "are the 3-D connected components of the stacked masks")
+    if info.z_step_nm is None:
+        notes.append("dataset.json gives no z_step_nm: the volume is taken as isotropic")
+    yield Progress(1, steps, f"read {len(images)} slices")
+    try:
+        predictions = predict_fn(stack, info.pixel_size_nm)
+    except InputError as error:
+        raise InputError(f"the volume {name}: {error}") from None
+    del stack
+    yield Progress(2, steps, "segmented the volume")
+    for data_class, model_class in scored.items():
+        if model_class not in predictions:
+            raise InputError(f"the prediction has no {model_class!r} class")
+        truths, ignores = [], []
+        for path in images:
+            truth, ignore = read_truth(split_dir, data_class, path.name, instances=False,
+                                       ignore_value=info.ignore_value)
+            truths.append(truth)
+            ignores.append(ignore)
+        truth = _stack_slices(truths, lambda array: (np.asarray(array) > 0).view(np.uint8))
+        del truths
+        ignore = None if ignores[0] is None else np.stack(ignores)
+        del ignores
+        try:
+            accumulator.add(data_class, predictions[model_class], truth, ignore,
+                            objects=data_class in instance_classes, image=name)
+        except InputError as error:
+            raise InputError(f"the volume {name}, class {data_class!r}: {error}") from None
+    yield Progress(3, steps, "scored the volume")
+
+
+def _stack_slices(items: list[Any], read: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """One ``(Z, Y, X)`` array from 2-D slices of one shape (filled in place: no list of copies)."""
+    first = np.asarray(read(items[0]))
+    if first.ndim != 2:
+        raise InputError(f"volume mode stacks 2-D slices, but {_item_name(items[0])} has shape "
+                         f"{first.shape}")
+    stack = np.empty((len(items), *first.shape), dtype=first.dtype)
+    stack[0] = first
+    for index, item in enumerate(items[1:], start=1):
+        plane = np.asarray(read(item))
+        if plane.shape != first.shape:
+            raise InputError(f"volume mode needs slices of one shape: {_item_name(item)} is "
+                             f"{plane.shape}, {_item_name(items[0])} {first.shape}")
+        stack[index] = plane
+    return stack
+
+
+def _item_name(item: Any) -> str:
+    return item.name if isinstance(item, Path) else "a slice"
 
 
 def read_truth(split_dir: str | Path, data_class: str, image_name: str, *, instances: bool,
@@ -501,7 +631,9 @@ def read_truth(split_dir: str | Path, data_class: str, image_name: str, *, insta
 
 
 def model_predictor(model: Any, *, classes: list[str] | None, device: str = "auto",
-                    tile_size: int | None = None, tta: bool = False) -> PredictFn:
+                    tile_size: int | None = None, tta: bool = False, volume: bool = False,
+                    z_step_nm: float | None = None, z_consensus: bool = False,
+                    on_progress: Callable[[Progress], None] | None = None) -> PredictFn:
     """A :data:`PredictFn` that segments with ``model`` through the inference core.
 
     Args:
@@ -510,6 +642,12 @@ def model_predictor(model: Any, *, classes: list[str] | None, device: str = "aut
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         tile_size: tile edge in pixels (None: the model's).
         tta: average over flips.
+        volume: the image is a ``(Z, Y, X)`` volume: link objects across Z
+            (see :mod:`napari_organelle.volume`).
+        z_step_nm: the distance between slices, for the anisotropy (with the
+            pixel size the predictor is given); None: isotropic.
+        z_consensus: in volume mode, smooth the probabilities along Z.
+        on_progress: called with the segmentation's progress.
 
     Returns:
         ``predict(image, pixel_size_nm) -> {model class: labels}``.
@@ -517,8 +655,15 @@ def model_predictor(model: Any, *, classes: list[str] | None, device: str = "aut
     from .inference import segment
 
     def predict(image: np.ndarray, pixel_size_nm: float | None) -> Mapping[str, np.ndarray]:
+        options: dict[str, Any] = {}
+        if volume:
+            options.update(volume=True, z_consensus=z_consensus,
+                           z_anisotropy=(z_step_nm / pixel_size_nm
+                                         if z_step_nm and pixel_size_nm else None))
+        if on_progress is not None:
+            options["progress"] = on_progress
         result = segment(image, model, pixel_size_nm=pixel_size_nm, device=device,
-                         tile_size=tile_size, tta=tta, classes=classes)
+                         tile_size=tile_size, tta=tta, classes=classes, **options)
         return result.labels
 
     return predict
@@ -526,6 +671,8 @@ def model_predictor(model: Any, *, classes: list[str] | None, device: str = "aut
 
 def format_table(evaluation: DatasetEvaluation) -> str:
     """The printed table: one row per class, pixel scores and object F1 ("-" for semantic classes).
+
+    In volume mode also the object AP over IoU 0.5-0.95.
 
     Args:
         evaluation: the scores.
@@ -547,6 +694,11 @@ def format_table(evaluation: DatasetEvaluation) -> str:
         row[f"object F1@{threshold}"] = (
             _format_score(record["object_f1"]) if name in evaluation.instance_classes else "-"
         )
+        if evaluation.volume:  # 2-D tables keep their columns; the JSON has object_ap always
+            row["object AP"] = (
+                _format_score(record["object_ap"]) if name in evaluation.instance_classes
+                else "-"
+            )
         rows.append(row)
     return pd.DataFrame(rows).to_string(index=False)
 

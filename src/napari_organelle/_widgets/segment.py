@@ -179,6 +179,8 @@ class SegmentWidget(SingleTaskDock, Container):
         channel_combos: those choices, by layer name; value is a class name or None.
         keep_previous_check: add numbered layers (``mitochondria [run 2]``)
             instead of updating the previous results.
+        volume_check: link objects across Z into 3-D objects (shown for
+            stacks; ticked for Z stacks, i.e. unless the axis is named time).
         advanced_check: shows :attr:`advanced_widgets`.
         advanced_widgets: tile size, overlap, test-time augmentation, pixel size.
         tile_size_spin, overlap_spin, tta_check, pixel_size_spin: those settings;
@@ -224,6 +226,11 @@ class SegmentWidget(SingleTaskDock, Container):
             name="keep_previous", text="Keep previous results", value=False,
             tooltip="Add new numbered layers (e.g. 'mitochondria [run 2]') instead of "
                     "updating the layers of the last run")
+        self.volume_check = CheckBox(
+            name="volume", text="Link objects across Z (3-D)", value=False, visible=False,
+            tooltip="Z stacks: each object gets one id through the planes (3-D objects, split "
+                    "where they touch in 3-D, using the layer's Z scale); untick to segment "
+                    "plane by plane")
         self.advanced_check = CheckBox(name="advanced", text="Advanced settings", value=False)
         self.tile_size_spin = SpinBox(
             name="tile_size", label="Tile size (px)", min=32, max=4096, step=32, value=512,
@@ -249,7 +256,7 @@ class SegmentWidget(SingleTaskDock, Container):
 
         self.extend([
             self.image_combo, self.model_combo, self.model_file, self.device_combo,
-            self.classes_box, self.channels_box, self.keep_previous_check,
+            self.classes_box, self.channels_box, self.keep_previous_check, self.volume_check,
             self.advanced_check, *self.advanced_widgets, self.controls,
         ])
         self._show_advanced(False)
@@ -510,6 +517,9 @@ class SegmentWidget(SingleTaskDock, Container):
             layer = self.image_combo.value
         if layer is not None:
             self.pixel_size_spin.value = layer_pixel_size_nm(layer) or 0.0
+        # Stacks offer 3-D objects, on by default unless the stacked axis is time.
+        self.volume_check.visible = layer is not None and layer.ndim >= 3
+        self.volume_check.value = layer is not None and _is_z_stack(layer)
 
     # ------------------------------------------------------------------ running
 
@@ -564,7 +574,12 @@ class SegmentWidget(SingleTaskDock, Container):
             "overlap": float(self.overlap_spin.value),
             "tta": bool(self.tta_check.value),
             "pixel_size_nm": float(self.pixel_size_spin.value) or None,
+            "volume": False,
         }
+        scale = jobs[0].transform["scale"]
+        if self.volume_check.value and len(scale) >= 3:
+            # The core labels in 3-D; the layer's Z scale over its X scale is the anisotropy.
+            options.update(volume=True, z_anisotropy=abs(float(scale[-3]) / float(scale[-1])))
         return SegmentPlan(model=info, jobs=tuple(jobs), options=options,
                            keep_previous=bool(self.keep_previous_check.value))
 
@@ -695,6 +710,12 @@ def _guess_class(layer: Image, class_names: Sequence[str]) -> str | None:
         if words & {name.lower(), *hints} or (len(name) > 3 and name.lower() in lowered):
             matches.append(name)
     return matches[0] if len(matches) == 1 else None
+
+
+def _is_z_stack(layer: Image) -> bool:
+    """A layer with an axis before Y and X that its axis labels do not call time."""
+    leading = [str(label).strip().lower() for label in layer.axis_labels[:layer.ndim - 2]]
+    return any(label not in ("t", "time", "frame", "frames") for label in leading)
 
 
 def _no_image_message(viewer: napari.viewer.Viewer) -> str:
