@@ -17,11 +17,19 @@ from typing import ClassVar
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._random import Range, interpolate_axis, smooth_noise
+from ._random import Range, draw_base_seed, interpolate_axis, smooth_noise
 from .grid import Grid
 
 #: scale over which a spread cell thickens from its edge towards the nucleus, nm
 _THICKENING_LENGTH_NM = 3000.0
+#: most cells :func:`generate_cells` scatters for a culture (keeps a sample fast)
+MAX_CULTURE_CELLS = 250
+#: random positions tried per cell when scattering a culture
+_SCATTER_TRIES = 24
+#: pixel sizes of low-magnification nuclei training fields (10x-40x widefield), nm
+LOW_MAGNIFICATION_PIXEL_SIZE_RANGE = Range(200.0, 800.0, log=True)
+#: share of nuclei training fields that show a whole culture at low magnification
+LOW_MAGNIFICATION_NUCLEI_FRACTION = 0.6
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,18 @@ class CellParams:
         nucleus_margin_nm: least cytoplasm between nucleus and plasma membrane
             (0 lets nuclei of neighbouring cells touch, as in dense cultures).
         membrane_width_nm: width of the ``cell_boundary`` label band (at least 2 pixels).
+        culture_density_per_um2: when set, cells are scattered over the whole
+            field at this many per um^2 (a culture seen at low magnification; the
+            count scales with the field area, at most :data:`MAX_CULTURE_CELLS`)
+            instead of ``n_cells`` clustered around the field centre.
+        radius_spread: relative spread of cell (and so nuclear) radii between cells.
+        culture_clustering: probability that a scattered cell is placed against
+            one already placed (colonies) instead of anywhere in the field.
+        mitotic_fraction: probability that a nucleus is a condensed, brighter
+            mitotic figure (small, often bar-shaped).
+        nucleus_overlap: share of a nucleus that may reach past its cell into a
+            neighbour's; that part is cut off, so nuclei pressed together in a
+            crowded culture touch along a shared, flattened border.
     """
 
     n_cells: int | None = None
@@ -139,6 +159,11 @@ class CellParams:
     nucleus_roughness: float = 0.03
     nucleus_margin_nm: float = 1000.0
     membrane_width_nm: float = 150.0
+    culture_density_per_um2: float | None = None
+    radius_spread: float = 0.25
+    culture_clustering: float = 0.0
+    mitotic_fraction: float = 0.0
+    nucleus_overlap: float = 0.0
 
     #: bounds of :meth:`random` over both kinds of culture it draws
     RANGES: ClassVar[dict[str, Range]] = {
@@ -176,6 +201,100 @@ class CellParams:
             n_cells = int(rng.choice(np.arange(1, 7), p=[0.25, 0.25, 0.2, 0.12, 0.1, 0.08]))
         return cls(n_cells=n_cells, **values)
 
+    #: bounds of :meth:`culture`
+    CULTURE_RANGES: ClassVar[dict[str, Range]] = {
+        "nucleus_radius_nm": Range(3000.0, 7500.0, log=True),
+        "nuclear_coverage": Range(0.04, 0.6, log=True),
+        "nucleus_fraction": Range(0.55, 0.85),
+        "elongation": Range(1.0, 1.8),
+        "roughness": Range(0.0, 0.15),
+        "nucleus_elongation": Range(1.0, 1.7),
+        "nucleus_roughness": Range(0.0, 0.07),
+        "nucleus_margin_nm": Range(100.0, 1000.0, log=True),
+        "radius_spread": Range(0.15, 0.4),
+        "culture_clustering": Range(0.0, 0.9),
+        "mitotic_fraction": Range(0.0, 0.08),
+        "nucleus_overlap": Range(0.1, 0.35),
+    }
+
+    @classmethod
+    def training_field(
+        cls,
+        rng: np.random.Generator,
+        shown: str,
+        pixel_size_nm: float | None,
+        pixel_size_range: Range,
+    ) -> tuple[float, int, CellParams]:
+        """Pixel size, scene base seed and cells of one training field, drawn in that order.
+
+        A nuclear stain is imaged at any magnification: in
+        :data:`LOW_MAGNIFICATION_NUCLEI_FRACTION` of the fields that show
+        ``"nuclei"`` the pixel size comes from
+        :data:`LOW_MAGNIFICATION_PIXEL_SIZE_RANGE` and the cells are a
+        :meth:`culture` covering the field. Every other field (and every
+        other class, with the very same random draws as before this choice
+        existed) gets a pixel size from ``pixel_size_range`` and
+        :meth:`random` cells. A given ``pixel_size_nm`` replaces the drawn one.
+        """
+        if shown == "nuclei" and rng.random() < LOW_MAGNIFICATION_NUCLEI_FRACTION:
+            pixel_size = (
+                float(pixel_size_nm)
+                if pixel_size_nm is not None
+                else LOW_MAGNIFICATION_PIXEL_SIZE_RANGE.draw(rng)
+            )
+            base = draw_base_seed(rng)
+            return pixel_size, base, cls.culture(rng, pixel_size)
+        pixel_size = (
+            float(pixel_size_nm) if pixel_size_nm is not None else pixel_size_range.draw(rng)
+        )
+        base = draw_base_seed(rng)
+        return pixel_size, base, cls.random(rng)
+
+    #: nuclear diameters (px) :meth:`culture` keeps to when it knows the pixel size
+    CULTURE_DIAMETER_PX: ClassVar[tuple[float, float]] = (14.0, 50.0)
+
+    @classmethod
+    def culture(cls, rng: np.random.Generator, pixel_size_nm: float | None = None) -> CellParams:
+        """A culture filling the whole field, as a nuclear stain shows it at 10x-40x.
+
+        Nuclei 6-15 um across (log-uniform; with ``pixel_size_nm`` also
+        14-50 px where that overlaps) cover 4-60 % of the area (log-uniform),
+        so their number scales with the field; cells are little larger than
+        their nuclei, and in 60 % of cultures nuclei may touch across cell
+        borders (no cytoplasm margin, up to a third of a nucleus cut off by its
+        neighbour). Half the cultures have a few mitotic figures.
+        """
+        r = {name: bound.draw(rng) for name, bound in cls.CULTURE_RANGES.items()}
+        coverage = r["nuclear_coverage"]
+        # cells that are scattered without much overlap cover at most about their own area
+        fraction = max(r["nucleus_fraction"], float(np.sqrt(coverage / 1.1)))
+        nucleus_radius = r["nucleus_radius_nm"]
+        if pixel_size_nm is not None:
+            # the same quantile of the physical range, within the pixel range where they overlap
+            bound = cls.CULTURE_RANGES["nucleus_radius_nm"]
+            low = max(bound.low, 0.5 * cls.CULTURE_DIAMETER_PX[0] * pixel_size_nm)
+            high = min(bound.high, 0.5 * cls.CULTURE_DIAMETER_PX[1] * pixel_size_nm)
+            if low < high:
+                q = np.log(nucleus_radius / bound.low) / np.log(bound.high / bound.low)
+                nucleus_radius = float(low * (high / low) ** q)
+        touching = rng.random() < 0.6
+        mitotic = rng.random() < 0.5
+        return cls(
+            n_cells=None,
+            cell_radius_nm=nucleus_radius / fraction,
+            elongation=r["elongation"],
+            roughness=r["roughness"],
+            nucleus_fraction=fraction,
+            nucleus_elongation=r["nucleus_elongation"],
+            nucleus_roughness=r["nucleus_roughness"],
+            nucleus_margin_nm=0.0 if touching else r["nucleus_margin_nm"],
+            nucleus_overlap=r["nucleus_overlap"] if touching else 0.0,
+            culture_density_per_um2=coverage / (np.pi * (nucleus_radius / 1000.0) ** 2),
+            radius_spread=r["radius_spread"],
+            culture_clustering=r["culture_clustering"],
+            mitotic_fraction=r["mitotic_fraction"] if mitotic else 0.0,
+        )
+
 
 @dataclass
 class CellLayout:
@@ -193,6 +312,8 @@ class CellLayout:
         distance_to_nucleus_nm: from each pixel to the nearest nuclear pixel
             (``inf`` when no nucleus is on the grid).
         height: relative cell thickness in [0, 1] (0 outside, about 1 over the nucleus).
+        nucleus_gains: DNA-stain brightness factor of each nucleus, same order
+            (above 1 for condensed mitotic chromatin; empty means all 1).
     """
 
     grid: Grid
@@ -204,6 +325,7 @@ class CellLayout:
     distance_to_membrane_nm: np.ndarray
     distance_to_nucleus_nm: np.ndarray
     height: np.ndarray
+    nucleus_gains: tuple[float, ...] = ()
     _clearance: np.ndarray | None = field(default=None, repr=False)
     _on_grid: dict[Grid, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -366,7 +488,8 @@ def _shape_window(grid: Grid, shape: StarShape) -> tuple[slice, slice] | None:
 def generate_cells(
     rng: np.random.Generator, world: Grid, field_grid: Grid, params: CellParams
 ) -> CellLayout:
-    """Place one main cell near the field centre and its neighbours around it.
+    """Place one main cell near the field centre and its neighbours around it, or (when
+    ``params.culture_density_per_um2`` is set) a culture scattered over the whole grid.
 
     Args:
         rng: random source.
@@ -374,35 +497,11 @@ def generate_cells(
         field_grid: the camera's field of view, used to centre the main cell.
         params: shape parameters.
     """
-    n_cells = (
-        params.n_cells
-        if params.n_cells is not None
-        else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
-    )
-    low, high = field_grid.bounds_nm
-    field_center = (low + high) / 2.0
-    field_size = high - low
+    if params.culture_density_per_um2 is not None:
+        centers, radii = _scatter_cells(rng, world, params)
+    else:
+        centers, radii = _cluster_cells(rng, field_grid, params)
     cell_shapes: list[StarShape] = []
-    radii = params.cell_radius_nm * rng.uniform(0.75, 1.25, n_cells)
-    main_center = field_center + rng.uniform(-0.3, 0.3, 2) * field_size
-    centers = [main_center]
-    for radius in radii[1:]:
-        # a neighbour touches (overlaps a little) one of the cells placed so far; of a few
-        # random tries keep the one nearest the field centre, so the neighbours are seen
-        best, best_score = None, np.inf
-        for _ in range(8):
-            j = int(rng.integers(len(centers)))
-            angle = rng.uniform(0, 2 * np.pi)
-            distance = (radii[j] + radius) * rng.uniform(0.7, 1.0)
-            candidate = centers[j] + distance * np.array([np.sin(angle), np.cos(angle)])
-            crowded = any(
-                np.hypot(*(candidate - c)) < 0.65 * (r + radius)
-                for c, r in zip(centers, radii[: len(centers)])
-            )
-            score = np.hypot(*(candidate - field_center)) + (1e12 if crowded else 0.0)
-            if score < best_score:
-                best, best_score = candidate, score
-        centers.append(best)
     for center, radius in zip(centers, radii):
         elongation = 1.0 + (params.elongation - 1.0) * rng.uniform(0.6, 1.4)
         cell_shapes.append(
@@ -419,6 +518,9 @@ def generate_cells(
         _fit_nucleus(rng, world, shape, i, params, cells, distance_to_membrane)
         for i, shape in enumerate(cell_shapes, start=1)
     ]
+    nucleus_gains: tuple[float, ...] = ()
+    if params.mitotic_fraction > 0:
+        nucleus_shapes, nucleus_gains = _condense_mitotic(rng, nucleus_shapes, params)
     nuclei = _rasterise_nuclei(world, cells, nucleus_shapes)
     if nuclei.any():
         distance_to_nucleus = (
@@ -444,7 +546,112 @@ def generate_cells(
         distance_to_membrane_nm=distance_to_membrane,
         distance_to_nucleus_nm=distance_to_nucleus,
         height=height,
+        nucleus_gains=nucleus_gains,
     )
+
+
+def _cluster_cells(
+    rng: np.random.Generator, field_grid: Grid, params: CellParams
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Centres and radii of a main cell near the field centre and neighbours touching it."""
+    n_cells = (
+        params.n_cells
+        if params.n_cells is not None
+        else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    )
+    low, high = field_grid.bounds_nm
+    field_center = (low + high) / 2.0
+    field_size = high - low
+    spread = params.radius_spread
+    radii = params.cell_radius_nm * rng.uniform(1.0 - spread, 1.0 + spread, n_cells)
+    main_center = field_center + rng.uniform(-0.3, 0.3, 2) * field_size
+    centers = [main_center]
+    for radius in radii[1:]:
+        # a neighbour touches (overlaps a little) one of the cells placed so far; of a few
+        # random tries keep the one nearest the field centre, so the neighbours are seen
+        best, best_score = None, np.inf
+        for _ in range(8):
+            j = int(rng.integers(len(centers)))
+            angle = rng.uniform(0, 2 * np.pi)
+            distance = (radii[j] + radius) * rng.uniform(0.7, 1.0)
+            candidate = centers[j] + distance * np.array([np.sin(angle), np.cos(angle)])
+            crowded = any(
+                np.hypot(*(candidate - c)) < 0.65 * (r + radius)
+                for c, r in zip(centers, radii[: len(centers)])
+            )
+            score = np.hypot(*(candidate - field_center)) + (1e12 if crowded else 0.0)
+            if score < best_score:
+                best, best_score = candidate, score
+        centers.append(best)
+    return centers, radii
+
+
+def _scatter_cells(
+    rng: np.random.Generator, world: Grid, params: CellParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and radii of a culture scattered over the whole ``world`` grid.
+
+    The number of cells is Poisson with mean density times area (at least
+    one, at most :data:`MAX_CULTURE_CELLS`). Each is placed at a random
+    position (with probability ``params.culture_clustering`` one touching a
+    cell placed before, so colonies form) that keeps its centre 0.65 of the
+    summed radii from every cell placed so far, as in :func:`_cluster_cells`;
+    a cell with no such position in a few tries is left out, which caps the
+    packing of a confluent culture.
+    """
+    low, high = world.bounds_nm
+    area_um2 = float(np.prod(high - low)) / 1e6
+    n_cells = int(np.clip(rng.poisson(params.culture_density_per_um2 * area_um2), 1,
+                          MAX_CULTURE_CELLS))
+    spread = params.radius_spread
+    radii = params.cell_radius_nm * rng.uniform(1.0 - spread, 1.0 + spread, n_cells)
+    centers = np.zeros((0, 2))
+    kept: list[float] = []
+    for radius in radii:
+        if kept and rng.random() < params.culture_clustering:
+            j = rng.integers(len(kept), size=_SCATTER_TRIES)
+            angle = rng.uniform(0, 2 * np.pi, _SCATTER_TRIES)
+            distance = (np.asarray(kept)[j] + radius) * rng.uniform(0.65, 0.95, _SCATTER_TRIES)
+            candidates = centers[j] + distance[:, None] * np.stack(
+                [np.sin(angle), np.cos(angle)], axis=1
+            )
+        else:
+            candidates = rng.uniform(low, high, (_SCATTER_TRIES, 2))
+        if kept:
+            distance = np.hypot(
+                candidates[:, None, 0] - centers[None, :, 0],
+                candidates[:, None, 1] - centers[None, :, 1],
+            )
+            free = (distance >= 0.65 * (radius + np.asarray(kept))[None, :]).all(axis=1)
+            free &= ((candidates >= low) & (candidates <= high)).all(axis=1)
+            if not free.any():
+                continue
+            candidates = candidates[np.argmax(free)][None]
+        centers = np.vstack([centers, candidates[:1]])
+        kept.append(float(radius))
+    return centers, np.asarray(kept)
+
+
+def _condense_mitotic(
+    rng: np.random.Generator, nucleus_shapes: list[StarShape], params: CellParams
+) -> tuple[list[StarShape], tuple[float, ...]]:
+    """Turn a fraction of nuclei into mitotic figures: condensed, smaller, often bar-shaped
+    (a metaphase plate seen from the side) and brighter, as their DNA fills less area."""
+    shapes, gains = [], []
+    for shape in nucleus_shapes:
+        if rng.random() >= params.mitotic_fraction:
+            shapes.append(shape)
+            gains.append(1.0)
+            continue
+        elongation = float(rng.uniform(1.2, 2.6))
+        # keep the long axis inside the interphase nucleus it replaces
+        factor = min(float(rng.uniform(0.4, 0.65)),
+                     0.9 * float(np.sqrt(shape.elongation / elongation)))
+        shapes.append(StarShape(shape.center_nm, shape.radius_nm * factor, elongation,
+                                shape.angle, tuple(0.5 * a for a in shape.amplitudes),
+                                shape.phases))
+        gains.append(float(min(factor**-2, 4.0) * rng.uniform(0.7, 1.0)))
+    return shapes, tuple(gains)
 
 
 def _fit_nucleus(
@@ -479,7 +686,7 @@ def _fit_nucleus(
         if not inside.any():
             return shape
         fits = (cells[window][inside] == cell_id) & (distance_to_membrane[window][inside] >= margin)
-        if fits.all():
+        if fits.all() or (params.nucleus_overlap > 0 and fits.mean() >= 1 - params.nucleus_overlap):
             return shape
         # pull towards the cell centre and shrink
         center = 0.7 * np.asarray(shape.center_nm) + 0.3 * np.asarray(cell.center_nm)
@@ -526,6 +733,8 @@ def nucleus_density(
         thickness = 5000.0 * np.sqrt(np.clip(1.0 - level**2, 0.0, None)) ** 0.5
         # DNA content and compaction differ between nuclei (G1/G2, condensing chromatin)
         brightness = float(np.exp(rng.normal(0.0, 0.25)))
+        if layout.nucleus_gains:
+            brightness *= layout.nucleus_gains[i - 1]
         nucleoli = _nucleoli(rng, shape, y[window[0], None], x[None, window[1]])
         density[window] += np.where(
             inside, brightness * thickness * nucleoli, 0.0

@@ -341,3 +341,45 @@ def _sheets(rng: np.random.Generator, layout: CellLayout, params: ERParams) -> n
                 (u / semi[0]) ** 2 + (v / semi[1]) ** 2 <= 1.0
             )
     return sheets
+
+
+def perinuclear_haze(
+    rng: np.random.Generator,
+    layout: CellLayout,
+    band_nm: float,
+    over_nucleus: float,
+    blur_nm: float,
+) -> np.ndarray:
+    """The dense perinuclear ER seen out of focus: a bright, blurred mass around each nucleus.
+
+    Live-cell ER images of spread cells (COS-7, HeLa, U2OS) are dominated by
+    this mass: the stacked sheets and nuclear envelope above and below the
+    focal plane. It is often many times brighter than a peripheral tubule and
+    clips in exported images. Annotators do not label it (only in-focus
+    tubules and sheets are ER), so it goes into the unlabelled background.
+
+    Args:
+        rng: random source.
+        layout: the cells.
+        band_nm: how far from the nucleus the mass reaches (1/e).
+        over_nucleus: its brightness over the nucleus relative to the band
+            around it (the envelope above and below the nucleus).
+        blur_nm: defocus blur of the mass.
+
+    Returns:
+        float32 world-grid density, about 1 at its bright end (0 without nuclei).
+    """
+    grid = layout.grid
+    distance = np.where(np.isfinite(layout.distance_to_nucleus_nm),
+                        layout.distance_to_nucleus_nm, np.inf)
+    mass = np.exp(-(distance / max(band_nm, 1.0)) ** 2).astype(np.float32)
+    mass[layout.nuclei > 0] = over_nucleus
+    # each cell's ER mass is its own: some cells barely have one
+    per_cell = rng.uniform(0.15, 1.0, layout.n_cells + 1).astype(np.float32)
+    per_cell[0] = 0.0
+    mass *= per_cell[layout.cells]
+    mass *= np.clip(1.0 + 0.35 * smooth_noise(rng, grid.shape, 600.0 / grid.pixel_size_nm),
+                    0.2, None)
+    mass = ndi.gaussian_filter(mass, max(blur_nm / grid.pixel_size_nm, 0.5))
+    peak = float(mass.max())
+    return (mass / peak if peak > 0 else mass).astype(np.float32)

@@ -10,7 +10,7 @@ dye, unbound dye in the cytosol, uneven illumination, every noise level).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from skimage.measure import label as connected_label
 from skimage.segmentation import relabel_sequential
 
 from ._random import Range, SeedLike, as_rng, child_rng, draw_base_seed
+from .acquisition import AcquisitionArtifacts, apply_artifacts
 from .cells import CellParams, generate_cells
 from .contacts import organelle_contacts
 from .geometry import default_params, generate_organelle, random_params
@@ -227,7 +228,8 @@ def training_sample(
 
     One organelle class (``shown``, by default drawn from ``class_names``) is
     imaged through a random microscope at a random pixel size, in a random
-    field of one to ten cells. About a third of samples also carry faint
+    field of one to ten cells (nuclei: also low-magnification widefield fields of up to
+    250 crowded cells). About a third of samples also carry faint
     crosstalk from another organelle's dye; most carry unbound dye in the
     cytosol (with the nucleus excluded, dim, or as bright as the cytosol).
 
@@ -251,12 +253,24 @@ def training_sample(
     rng = as_rng(rng)
     shown = shown if shown is not None else names[int(rng.integers(len(names)))]
     _check_names([shown])
-    pixel_size = float(pixel_size_nm) if pixel_size_nm is not None else PIXEL_SIZE_RANGE.draw(rng)
-    base = draw_base_seed(rng)
-    scene = _Scene(base, shape, pixel_size, None, CellParams.random(rng))
-    settings = MicroscopeSettings.random(rng)
+    pixel_size, base, cell_params = CellParams.training_field(
+        rng, shown, pixel_size_nm, PIXEL_SIZE_RANGE
+    )
+    scene = _Scene(base, shape, pixel_size, None, cell_params)
+    if pixel_size >= LOW_MAGNIFICATION_NM:
+        # pixels this large come from 10x-40x objectives on widefield stands
+        settings = replace(MicroscopeSettings.random(rng, modality="widefield"),
+                           numerical_aperture=float(rng.uniform(0.25, 0.8)))
+    else:
+        settings = MicroscopeSettings.random(rng)
 
-    geometry = scene.geometry(shown, random_params(shown, rng))
+    params = random_params(shown, rng)
+    if shown == "er":
+        # annotators draw a tubule as wide as it looks: a share of the PSF's width
+        share = float(rng.uniform(0.5, 1.3))
+        width = share * 2.355 * settings.psf_sigma_nm / scene.pixel_size_nm
+        params = replace(params, label_min_width_px=max(params.label_min_width_px, width))
+    geometry = scene.geometry(shown, params)
     background = np.zeros(scene.fine.shape, dtype=np.float32)
     crosstalk, crosstalk_level = None, 0.0
     if rng.random() < 0.3:
@@ -271,13 +285,33 @@ def training_sample(
     if shown not in ("nuclei", "cell_boundary") and rng.random() < 0.8:
         cytosolic = Range(0.005, 0.3, log=True).draw(rng)
         background += cytosolic * scene.cytosol(float(rng.uniform(0.0, 1.0)))
-    image, _ = scene.image(scene.emission(geometry), settings, "training", background)
-    image = image.astype(np.float32)
+    signal = scene.emission(geometry)
+    hidden = None
+    er_look: dict[str, float] = {}
+    if shown == "er":
+        signal, haze, hidden, er_look = _er_look(rng, scene, signal)
+        background += haze
+    image, _ = scene.image(signal, settings, "training", background)
+    artifacts = AcquisitionArtifacts.random(rng)
+    if hidden is not None and rng.random() < 0.75:
+        # an image dominated by a bright mass is exported with the display range set for
+        # the tubules, so the mass clips (as in published live-cell ER images)
+        artifacts = replace(artifacts, eight_bit=True,
+                            saturated_fraction=_clipped_share(rng, image, scene, geometry,
+                                                              hidden))
+    image = apply_artifacts(image, artifacts) if artifacts.any else image.astype(np.float32)
     if normalize:
         low, high = np.percentile(image, [1.0, 99.8])
         image = np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
 
-    target = (scene.crop_labels(geometry) > 0).astype(np.uint8)
+    instances = scene.crop_labels(geometry)
+    target = (instances > 0).astype(np.uint8)
+    if shown == "nuclei":
+        # a one-pixel gap where two nuclei touch teaches the network to keep them apart
+        target[_touching_borders(instances)] = 0
+    if hidden is not None:
+        # annotators leave the blurred perinuclear mass, and what it hides, unlabelled
+        target[hidden] = 0
     targets = {n: (target if n == shown else np.zeros(shape, dtype=np.uint8)) for n in names}
     if not return_info:
         return image, targets
@@ -288,8 +322,85 @@ def training_sample(
         "crosstalk": crosstalk,
         "crosstalk_level": crosstalk_level,
         "cytosolic_level": cytosolic,
+        "artifacts": artifacts,
+        **er_look,
     }
     return image, targets, info
+
+
+#: how often an ER training image carries the out-of-focus perinuclear mass
+PERINUCLEAR_HAZE_PROBABILITY = 0.45
+#: how often its tubules dim from the nucleus to the cell edge
+PERIPHERAL_DIMMING_PROBABILITY = 0.5
+
+
+#: pixel size from which :func:`training_sample` images through a low-NA widefield objective
+LOW_MAGNIFICATION_NM = 200.0
+
+
+def _touching_borders(instances: np.ndarray) -> np.ndarray:
+    """One pixel of every pair of 4-neighbours that belong to two different objects.
+
+    Example:
+        >>> import numpy as np
+        >>> two = np.array([[1, 1, 2, 2]])
+        >>> _touching_borders(two).astype(int).tolist()
+        [[0, 1, 0, 0]]
+    """
+    border = np.zeros(instances.shape, dtype=bool)
+    for axis in (0, 1):
+        a = np.take(instances, range(instances.shape[axis] - 1), axis=axis)
+        b = np.take(instances, range(1, instances.shape[axis]), axis=axis)
+        meet = (a != b) & (a > 0) & (b > 0)
+        lead = [slice(None)] * 2
+        lead[axis] = slice(0, -1)
+        border[tuple(lead)] |= meet
+    return border
+
+
+def _clipped_share(rng: np.random.Generator, image: np.ndarray, scene: _Scene,
+                   geometry: OrganelleGeometry, hidden: np.ndarray) -> float:
+    """Share of pixels above a white level set 1-4x above the visible tubules."""
+    visible = (scene.crop_labels(geometry) > 0) & ~hidden
+    if not visible.any():
+        return 0.02
+    white = float(np.percentile(image[visible], 95)) * float(rng.uniform(1.0, 4.0))
+    return float(np.clip((image > white).mean(), 0.0005, 0.5))
+
+
+def _er_look(
+    rng: np.random.Generator, scene: _Scene, signal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, float]]:
+    """What live-cell ER images show beyond the in-focus network.
+
+    Returns the (possibly dimmed) signal, the unlabelled haze to add to the
+    background (fine grid), the image pixels the haze hides (``None`` if no
+    haze) and a description.
+    """
+    layout = scene.layout
+    look: dict[str, float] = {}
+    haze = np.zeros(scene.fine.shape, dtype=np.float32)
+    if rng.random() < PERIPHERAL_DIMMING_PROBABILITY:
+        # peripheral tubules are thin and sparse; near the nucleus the network is dense
+        floor = Range(0.12, 0.8, log=True).draw(rng)
+        length = Range(2000.0, 9000.0, log=True).draw(rng)
+        weight = floor + (1.0 - floor) * layout.perinuclear_weight(length)
+        signal = signal * scene.to_fine(weight)
+        look.update(peripheral_floor=floor, peripheral_length_nm=length)
+    hidden = None
+    if rng.random() < PERINUCLEAR_HAZE_PROBABILITY and np.isfinite(
+            layout.distance_to_nucleus_nm).any():
+        from .er import perinuclear_haze
+
+        level = Range(1.5, 40.0, log=True).draw(rng)
+        mass = perinuclear_haze(rng, layout, band_nm=Range(1000.0, 5000.0).draw(rng),
+                                over_nucleus=float(rng.uniform(0.3, 1.2)),
+                                blur_nm=Range(300.0, 1500.0, log=True).draw(rng))
+        haze = level * scene.to_fine(mass)
+        # tubules peak near 0.5 once blurred: they vanish where the mass outshines them
+        hidden = (level * mass)[scene.crop] > 1.0
+        look.update(haze_level=level)
+    return signal, haze, hidden, look
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
@@ -343,15 +454,19 @@ class _Scene:
         stride = max(1, values.size // 50_000)
         return geometry.density / np.float32(np.percentile(values[::stride], 99.5))
 
+    def to_fine(self, world: np.ndarray) -> np.ndarray:
+        """A world-grid map repeated onto the fine (oversampled) grid."""
+        f = self.oversample
+        world = np.asarray(world, dtype=np.float32)
+        return np.repeat(np.repeat(world, f, axis=0), f, axis=1) if f > 1 else world
+
     def cytosol(self, nuclear_factor: float) -> np.ndarray:
         """Diffuse dye in the cytosol (proportional to cell thickness), and in the nucleus by
         ``nuclear_factor``."""
         layout = self.layout
         inside = (layout.cells > 0).astype(np.float32)
         inside[layout.nuclei > 0] = nuclear_factor
-        world = (layout.height * inside).astype(np.float32)
-        f = self.oversample
-        return np.repeat(np.repeat(world, f, axis=0), f, axis=1) if f > 1 else world
+        return self.to_fine(layout.height * inside)
 
     def image(
         self,
