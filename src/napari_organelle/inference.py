@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backends import make_runner
 from .confidence import (
     ConfidenceMeter,
     FeatureMeter,
@@ -128,6 +129,7 @@ def segment_iter(
     axes: str | None = None,
     z_anisotropy: float | None = None,
     z_consensus: bool = False,
+    backend: str | None = None,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment an image tile by tile, yielding progress; returns the labels.
 
@@ -166,6 +168,10 @@ def segment_iter(
         z_consensus: in volume mode, average each plane's probabilities with
             the planes above and below before thresholding, weighted for the
             anisotropy (:class:`~napari_organelle.volume.ZConsensus`).
+        backend: how the network runs: ``auto`` (ONNX Runtime on the CPU, PyTorch on a
+            GPU), ``onnx``, ``torch`` or ``channels_last``; None: the
+            ``NAPARI_ORGANELLE_BACKEND`` environment variable, else ``auto``
+            (:mod:`napari_organelle.backends`).
 
     Examples:
         A square tube through a 6-plane stack is six objects plane by plane
@@ -221,7 +227,7 @@ def segment_iter(
 
     torch_device = resolve_device(device)
     batch = int(batch_size or (4 if torch_device.type == "cpu" else 16))
-    predictor = _BatchPredictor(model, torch_device, tta)
+    predictor = _BatchPredictor(model, torch_device, tta, backend, notes)
     features = predictor.features = FeatureMeter()
     specs = {name: card.class_spec(name) for _, names in jobs for name in names}
     outputs = {name: np.zeros(prepared.output_shape,
@@ -375,6 +381,7 @@ def segment_iter(
         device=str(torch_device),
         seconds=time.perf_counter() - started,
         settings={"tile_size": tile, "overlap": overlap, "batch_size": batch, "tta": tta,
+                  "backend": predictor.backend,
                   "rescale": scale, "pixel_size_nm": pixel_size_nm,
                   "volume": z_axis is not None,
                   **({"z_anisotropy": anisotropy, "z_consensus": bool(z_consensus)}
@@ -409,10 +416,13 @@ def segment(
 
 
 class _BatchPredictor:
-    """Runs the network on numpy batches: device transfer, mixed precision, flips."""
+    """Runs the network on numpy batches through a backend (:mod:`napari_organelle.backends`):
+    ONNX Runtime or PyTorch (device transfer, mixed precision, flips)."""
 
-    def __init__(self, model: Model, device: torch.device, tta: bool) -> None:
-        self.network = model.network.to(device).eval()
+    def __init__(self, model: Model, device: torch.device, tta: bool,
+                 backend: str | None = None, notes: list[str] | None = None) -> None:
+        self.runner = make_runner(model, device, backend, notes)
+        self.backend = self.runner.backend
         self.device = device
         self.tta = tta
         #: When set, the deepest encoder features of each (unflipped) batch are recorded.
@@ -429,42 +439,8 @@ class _BatchPredictor:
 
         return predict
 
-    @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
-        total = None
-        for dims in flips:
-            flipped = torch.flip(inputs, dims) if dims else inputs
-            with torch.autocast(self.device.type, dtype=torch.float16,
-                                enabled=self.device.type == "cuda"):
-                logits = self._forward(flipped, record=not dims)
-            probabilities = torch.sigmoid(logits.float())
-            if dims:
-                probabilities = torch.flip(probabilities, dims)
-            total = probabilities if total is None else total + probabilities
-        return (total / len(flips)).cpu().numpy()
-
-    def _forward(self, inputs: torch.Tensor, record: bool) -> torch.Tensor:
-        network = self.network
-        encoder = getattr(network, "encoder", None)
-        if not record or self.features is None or encoder is None or not hasattr(network,
-                                                                                 "decoder"):
-            return network(inputs)
-        # The same steps as smp's SegmentationModel.forward, keeping the deepest features.
-        encoded = encoder(inputs)
-        self.features.add(encoded[-1].float().cpu().numpy())
-        decoded = network.decoder(encoded) if not _decoder_takes_separate_features(network) else \
-            network.decoder(*encoded)
-        return network.segmentation_head(decoded)
-
-
-def _decoder_takes_separate_features(network: torch.nn.Module) -> bool:
-    """smp < 0.4 decoders take the features as separate arguments, newer ones as a list."""
-    import inspect
-
-    parameters = list(inspect.signature(network.decoder.forward).parameters.values())
-    return bool(parameters) and parameters[0].kind == inspect.Parameter.VAR_POSITIONAL
+        return self.runner(batch, tta=self.tta, features=self.features)
 
 
 def _plan_channel_jobs(prepared: PreparedImage, in_channels: int, wanted: list[str],
