@@ -114,7 +114,11 @@ def main() -> None:
         report["baselines"] = score_baselines(args)
         _save(args.out, report)
     if "lodo" in args.parts:
-        report["lodo"] = leave_one_out(args, report.get("lodo", {}))
+        def keep(folds: dict[str, Any]) -> None:
+            report["lodo"] = folds
+            _save(args.out, report)
+
+        report["lodo"] = leave_one_out(args, report.get("lodo", {}), keep)
         _save(args.out, report)
     print_report(report)
     print(f"saved {args.out}")
@@ -155,11 +159,17 @@ def score_baselines(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def leave_one_out(args: argparse.Namespace, done: dict[str, Any]) -> dict[str, Any]:
-    """Train one model per left-out set (from scratch, fixed minutes) and score it there."""
+def leave_one_out(args: argparse.Namespace, done: dict[str, Any],
+                  on_fold: Any = None) -> dict[str, Any]:
+    """Train one model per left-out set (from scratch, fixed minutes) and score it there.
+
+    A fold's training is recorded in ``fold.json`` beside its model, so a
+    stopped run scores the folds it trained instead of training them again.
+    """
+    from napari_organelle.durable import atomic_write_text
     from napari_organelle.evaluation import model_predictor
     from napari_organelle.models import load_model
-    from napari_organelle.training import load_recipe, train_iter
+    from napari_organelle.training import load_recipe
 
     results = dict(done)
     for held_out in args.folds:
@@ -172,37 +182,61 @@ def leave_one_out(args: argparse.Namespace, done: dict[str, Any]) -> dict[str, A
         config.datasets = [spec for spec in config.datasets
                            if Path(spec.path).name not in left_out]
         # From scratch: the recipe's base saw every set, the held-out one included.
+        # Training from scratch wants the from-scratch peak rate of the base recipe,
+        # not the lower fine-tuning rate of the continuation.
         config.base = None
+        if recipe.get("base_recipe"):
+            base_config, _ = load_recipe(recipe["base_recipe"], out, args.data)
+            config.learning_rate = base_config.learning_rate
         config.iterations, config.minutes = None, args.fold_minutes
         config.threads, config.device, config.resume = args.threads, args.device, True
         trained_on = [Path(spec.path).name for spec in config.datasets]
-        print(f"fold without {held_out}: training {args.fold_minutes:g} min on "
-              f"{', '.join(trained_on)}", flush=True)
-        started = time.perf_counter()
-        work = train_iter(config)
-        try:
-            while True:
-                report = next(work)
-                if report.data and "val" in report.data:
-                    print(f"  step {report.data['step']}: val {report.data['val']}", flush=True)
-        except StopIteration as finished:
-            result = finished.value
-        model = load_model(result.model_dir)
+        record = out / "fold.json"
+        if record.is_file():
+            # trained before (the run was stopped or only scoring is wanted): score again
+            fold = json.loads(record.read_text())
+            print(f"fold without {held_out}: trained before ({fold['steps']} steps), scoring",
+                  flush=True)
+        else:
+            fold = _train_fold(config, held_out, trained_on, args.fold_minutes)
+            atomic_write_text(record, json.dumps(fold, indent=2))
+        model = load_model(Path(fold["model_dir"]))
         _, class_map = SUITE[held_out]
         predict = model_predictor(model, classes=["mitochondria"], device=args.device)
         kinds = {spec.name: spec.kind for spec in model.card.classes}
         rows = _score(args, held_out, {"mitochondria": "mitochondria"}, predict, kinds,
                       f"trained without {held_out}")
-        results[held_out] = {
-            "trained_on": trained_on, "minutes": args.fold_minutes,
-            "steps": result.history[-1]["step"] if result.history else 0,
-            "train_seconds": round(time.perf_counter() - started, 1),
-            "validation": result.after, "test": rows[0] if rows else None,
-        }
+        results[held_out] = {**fold, "test": rows[0] if rows else None}
+        # saved after every fold: a stopped run keeps the folds it finished
+        if on_fold is not None:
+            on_fold(results)
     dice = [fold["test"]["dice"] for fold in results.values() if fold.get("test")]
     if dice:
         results["mean_dice"] = sum(dice) / len(dice)
     return results
+
+
+def _train_fold(config: Any, held_out: str, trained_on: list[str],
+                minutes: float) -> dict[str, Any]:
+    from napari_organelle.training import train_iter
+
+    print(f"fold without {held_out}: training {minutes:g} min on {', '.join(trained_on)}",
+          flush=True)
+    started = time.perf_counter()
+    work = train_iter(config)
+    try:
+        while True:
+            report = next(work)
+            if report.data and "val" in report.data:
+                print(f"  step {report.data['step']}: val {report.data['val']}", flush=True)
+    except StopIteration as finished:
+        result = finished.value
+    return {
+        "trained_on": trained_on, "minutes": minutes, "model_dir": str(result.model_dir),
+        "steps": result.history[-1]["step"] if result.history else 0,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "validation": result.after,
+    }
 
 
 # ---------------------------------------------------------------------- scoring
