@@ -92,7 +92,9 @@ def main() -> None:
             distance = result.features.distance(mean, std)
             rows.append({"dataset": dataset, "image": path.name, "class": model_class,
                          "dice": round(dice, 4), "unsure_share": share,
-                         "feature_distance": round(distance, 4)})
+                         "feature_distance": round(distance, 4),
+                         # a validation-only set is scored, never used to set a limit
+                         "calibrates": not info.validation_only})
             print(f"{dataset:<24} {path.name:<16} {model_class:<14} Dice {dice:.3f} "
                   f"unsure {share:.3f} distance {distance:.2f}", flush=True)
 
@@ -102,12 +104,14 @@ def main() -> None:
     limits = {}
     for name in sorted({row["class"] for row in rows}):
         good = [r["unsure_share"] for r in rows if r["class"] == name and r["dice"] >= args.good
+                and r.get("calibrates", True)
                 and r["unsure_share"] == r["unsure_share"]]
         if good:
             limits[name] = round(max(good) + args.margin, 3)
     print("\nlimits (highest unsure share on good results + margin):", limits)
     # One distance limit for the model (features do not depend on the class asked for).
-    good_distances = [r["feature_distance"] for r in rows if r["dice"] >= args.good]
+    good_distances = [r["feature_distance"] for r in rows
+                      if r["dice"] >= args.good and r.get("calibrates", True)]
     distance_limit = round(max(good_distances) * (1 + args.margin), 3) if good_distances else None
     print("feature distance limit (highest on good results, + margin):", distance_limit)
     flagged_bad = flagged_good = bad = good_count = 0

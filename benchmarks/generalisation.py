@@ -108,10 +108,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = _load(args.out)
     if "models" in args.parts:
-        report["models"] = score_models(args)
+        report["models"] = _merged(report.get("models", []), score_models(args), args.sets)
         _save(args.out, report)
     if "baselines" in args.parts:
-        report["baselines"] = score_baselines(args)
+        report["baselines"] = _merged(report.get("baselines", []), score_baselines(args),
+                                      args.sets)
         _save(args.out, report)
     if "lodo" in args.parts:
         def keep(folds: dict[str, Any]) -> None:
@@ -288,6 +289,12 @@ def _subset(args: argparse.Namespace, dataset: str) -> Path:
         (root / "test" / "masks" / "mitochondria" / image.name).symlink_to(
             folder / "test" / "masks" / "mitochondria" / image.name)
     return root
+
+
+def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]],
+            scored: list[str]) -> list[dict[str, Any]]:
+    """The new rows, plus the old rows of the data sets this run did not score."""
+    return [row for row in old if row["dataset"] not in scored] + new
 
 
 def _present(args: argparse.Namespace) -> list[str]:

@@ -14,6 +14,7 @@ import torch
 from napari_organelle import durable
 from napari_organelle.cli import main
 from napari_organelle.errors import InputError
+from napari_organelle.evaluation import read_dataset_info
 from napari_organelle.models import ClassSpec, load_model
 from napari_organelle.models.versions import active_version, list_versions
 from napari_organelle.store import open_store
@@ -411,3 +412,14 @@ def test_a_new_run_replaces_a_damaged_record(home, lab_set):
     result = finetune(settings([lab_set], iterations=1, validate_every=1, val_fraction=0.0))
     assert result.version.full_name == "lab@1"
     assert read_run(folder).registered.version == "lab@1"
+
+
+def test_a_set_marked_validation_only_is_refused_for_training(tmp_path):
+    root = write_dataset(tmp_path / "check-only", n_images=1)
+    info = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps(
+        {**info, "use": "VALIDATION ONLY: never train or fine-tune on it"}))
+    with pytest.raises(InputError, match="validation only"):
+        load_dataset(DatasetSpec(root), ["mitochondria"], None)
+    # scoring still reads it
+    assert read_dataset_info(root).validation_only

@@ -160,6 +160,17 @@ class DatasetInfo:
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def validation_only(self) -> bool:
+        """Whether the file's ``use`` marks the set for validation only (never to train or tune on).
+
+        Example:
+            >>> info = DatasetInfo(Path("."), raw={"use": "VALIDATION ONLY: one real image"})
+            >>> info.validation_only
+            True
+        """
+        return "validation only" in str(self.raw.get("use", "")).lower()
+
+    @property
     def pixel_size_nm(self) -> float | None:
         """One pixel size in nm (the mean over the axes), or None when unknown."""
         return float(np.mean(self.pixel_sizes_nm)) if self.pixel_sizes_nm else None

@@ -123,6 +123,9 @@ def load_dataset(
         raise InputError(f"{root} has no {spec.split}/images folder; expected the layout "
                          "<set>/<split>/images/*.tif and <set>/<split>/masks/<class>/*.tif")
     info = read_dataset_info(root)
+    if info.validation_only:
+        raise InputError(f"{root.name} is marked for validation only in its dataset.json "
+                         "(\"use\"): it may be scored, never trained or fine-tuned on")
     data_pixel = spec.pixel_size_nm or info.pixel_size_nm
     ignore_value = IGNORE if info.ignore_value is None else info.ignore_value
     class_map = spec.class_map or {name: name for name in dataset_classes(root, spec.split)
