@@ -158,3 +158,34 @@ def test_crops_are_centred_on_annotated_pixels_when_most_of_the_image_is_not():
     annotated = (targets != IGNORE).flatten(1).any(1)
     # Without the re-draw about 1 % of centres would land in the annotated square.
     assert annotated.float().mean() > 0.5
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_recipe_run_stopped_with_ctrl_c_keeps_its_best_checkpoint(tmp_path, monkeypatch,
+                                                                     capsys, checkpoint):
+    import json
+
+    import napari_organelle.training as training
+    from napari_organelle.progress import Progress
+
+    from ._models import tiny_card
+
+    recipe = tmp_path / "tiny.json"
+    recipe.write_text(json.dumps({"card": tiny_card().to_dict(), "datasets": [],
+                                  "training": {"iterations": 10}}))
+    out = tmp_path / "run"
+
+    def interrupted(config):
+        if checkpoint:
+            make_tiny_model(out / "best")
+        yield Progress(1, 10, "step 1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_iter", interrupted)
+    code = main(["train", "--recipe", str(recipe), "--out", str(out), "--skip-tests"])
+    printed = capsys.readouterr().out
+    if checkpoint:
+        assert code == 0 and "keeping the best model so far" in printed
+        assert load_model(out / "best").card.name == "tiny-em"
+    else:
+        assert code == 1 and "nothing kept" in printed

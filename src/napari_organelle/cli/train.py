@@ -271,15 +271,23 @@ def _run_recipe(args: argparse.Namespace) -> int:
                 printer(report)
         except StopIteration as finished:
             result = finished.value
-    print(f"kept model {result.card.full_name} in {result.model_dir} ({result.stopped})")
+            model_dir, name = result.model_dir, result.card.name
+            print(f"kept model {result.card.full_name} in {model_dir} ({result.stopped})")
+        except KeyboardInterrupt:
+            # best/ is written whole at each validation that improves: score and keep it
+            model_dir, name = out / "best", config.card.name
+            if not (model_dir / "card.json").is_file():
+                print("\nstopped before the first checkpoint: nothing kept", flush=True)
+                return 1
+            print(f"\nstopped: keeping the best model so far ({model_dir})", flush=True)
     if recipe.get("evaluate") and not args.skip_tests:
         from ..models import load_model_folder
         from ..training.report import evaluate_recipe, install_bundled, write_model_card
 
         print("scoring the kept model on the recipe's test splits...", flush=True)
-        scores = evaluate_recipe(load_model_folder(result.model_dir), recipe, args.data_root,
+        scores = evaluate_recipe(load_model_folder(model_dir), recipe, args.data_root,
                                  device=config.device)
-        card_path = write_model_card(result.model_dir, scores)
+        card_path = write_model_card(model_dir, scores)
         print(f"model card: {card_path}")
         for dataset, classes in scores.items():
             for name, values in classes.items():
@@ -287,8 +295,8 @@ def _run_recipe(args: argparse.Namespace) -> int:
                     print(f"  {dataset:<24} {name:<16} Dice {_fmt(values.get('dice'))}  "
                           f"IoU {_fmt(values.get('iou'))}")
         if args.install:
-            target = install_bundled(result.model_dir, result.card.name)
-            print(f"installed as the bundled model {result.card.name} ({target})")
+            target = install_bundled(model_dir, name)
+            print(f"installed as the bundled model {name} ({target})")
     return 0
 
 
