@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..progress import Progress
+from .segment_zarr import add_zarr_options, run_zarr
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "segment", help="segment images into one label TIFF per organelle",
         description="Segment images; writes OUT/<image stem>/<class>.tif and summary.json.")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="TIFF/OME-TIFF, PNG or JPEG files")
+                        help="TIFF/OME-TIFF, PNG or JPEG files, or OME-Zarr folders (segmented "
+                             "blockwise on dask, labels written as OME-Zarr)")
     parser.add_argument("--model", help="model name, name@version or folder (default: the "
                         "bundled model for the image's modality)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -47,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for the network (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_zarr_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_image, write_tiff
     from ..modality import guess_modality
     from ..models import default_model_name, load_model
+    from ..ngff import is_ngff
     from ..volume import read_z_step_nm, write_volume_tiff
 
     channel_map = parse_channel_map(args.channels)
@@ -77,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix != ".zarr":
+        args.out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for path in args.images:
+        if is_ngff(path) or path.suffix == ".zarr":
+            summaries.append(run_zarr(args, path, len(args.images)))
+            continue
         image = read_image(path)
         model_name = args.model
         if model_name is None:
@@ -132,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
               f"{f' ({counts})' if counts else ''} in {result.seconds:.1f} s on {result.device}")
         for note in result.notes:
             print(f"  note: {note}")
-    (args.out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    if args.out.suffix != ".zarr":
+        (args.out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
     return 0
 
 
