@@ -91,10 +91,11 @@ TORCH_CPU_FALLBACK = "channels_last"
 
 def onnx_available() -> bool:
     """Whether ONNX Runtime and the ONNX exporter's dependency (``onnx``) can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    # find_spec, not import: importing onnx holds the GIL for most of a second (its
+    # extension modules initialise), a stall napari's event loop would feel
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
         return False
     return True
 
@@ -333,11 +334,11 @@ def cache_key(model: Model) -> dict[str, Any] | None:
     weights = _weights_file(model)
     if weights is None:
         return None
-    import onnx
+    from importlib.metadata import version
 
     card = model.card
     return {"format": EXPORT_FORMAT, "weights_sha256": sha256_file(weights),
-            "torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET,
+            "torch": torch.__version__, "onnx": version("onnx"), "opset": OPSET,
             "in_channels": int(card.in_channels), "classes": len(card.classes),
             "architecture": card.architecture, "encoder": card.encoder}
 

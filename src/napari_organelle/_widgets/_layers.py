@@ -16,6 +16,7 @@ as on a viewer with a window.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import CyclicLabelColormap
 
 from ._messages import logger
 
@@ -53,6 +54,7 @@ __all__ = [
     "spatial_transform",
     "update_or_add_layer",
     "warm_up_labels_display",
+    "warm_up_labels_display_soon",
 ]
 
 #: Key in ``layer.metadata`` under which result layers record where they came from.
@@ -234,20 +236,34 @@ def find_result_layers(viewer: napari.viewer.Viewer, *, source: str | None = Non
     return sorted(found, key=lambda layer: _run_number(result_tag(layer)))
 
 
-def labels_colormap(spec: ClassSpec) -> DirectLabelColormap | None:
+def labels_colormap(spec: ClassSpec) -> CyclicLabelColormap | None:
     """The colormap for one class's labels, or None for napari's default.
 
     Instance classes keep napari's random colours so touching objects stay
     distinguishable; a semantic mask is drawn in the class colour, including
-    any value a user paints into it.
+    any value a user paints into it: a cycle of one colour after the
+    transparent background. (A ``DirectLabelColormap`` draws the same, but
+    napari compiles a numba dictionary for it on first use, about 2 s of CPU
+    that cannot be cached; the cyclic mapping's compiled code is cached on disk.)
+
+    Examples:
+        >>> from napari_organelle.models import ClassSpec
+        >>> colormap = labels_colormap(ClassSpec("er", "semantic", color="yellow"))
+        >>> colormap.map(np.array([0, 1, 7], np.uint8)).tolist()
+        [[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0]]
     """
     if spec.kind == "instance":
         return None
-    return DirectLabelColormap(color_dict={None: spec.color, 0: "transparent"})
+    return CyclicLabelColormap(colors=["transparent", spec.color], background_value=0)
 
 
-#: (dtype, direct colormap?) pairs whose napari display set-up this process has done
+#: (dtype, own colormap?) pairs whose napari display set-up this process has done
 _WARMED_LABELS: set[tuple[str, bool]] = set()
+#: vispy's dash patterns are built (see :func:`warm_up_labels_display`)
+_line_patterns_built = False
+#: held while a warm-up runs, so a second caller waits for it instead of skipping it
+_WARM_UP_LOCK = threading.Lock()
+_background_warm_up: threading.Thread | None = None
 
 
 def warm_up_labels_display(layers: Iterable[tuple[np.dtype, ClassSpec]]) -> None:
@@ -261,20 +277,57 @@ def warm_up_labels_display(layers: Iterable[tuple[np.dtype, ClassSpec]]) -> None
     the per-layer cost there. Layers are models, not Qt objects, so building
     one in a worker is safe; it is never shown.
 
+    Also builds vispy's dash patterns, which the first Labels layer's polygon
+    overlay (an "agg" line) otherwise builds in the main thread: 0.3-0.4 s of
+    Python, cached for the process after.
+
+    Thread-safe: while one thread warms a kind up, another asking for it waits.
+
     Args:
         layers: the dtype and class of each layer that will be added.
     """
+    global _line_patterns_built
+    with _WARM_UP_LOCK:
+        if not _line_patterns_built:
+            try:
+                from vispy.visuals.line.dash_atlas import DashAtlas
+
+                DashAtlas()  # its patterns are kept in an lru_cache
+            except Exception:  # noqa: BLE001 - only a speed-up
+                logger.debug("warming up vispy's line patterns failed", exc_info=True)
+            _line_patterns_built = True
     for dtype, spec in layers:
         colormap = labels_colormap(spec)
         key = (np.dtype(dtype).str, colormap is not None)
-        if key in _WARMED_LABELS:
-            continue
-        _WARMED_LABELS.add(key)
-        options = {} if colormap is None else {"colormap": colormap}
-        try:
-            Labels(np.zeros((4, 4), dtype), **options).refresh()
-        except Exception:  # noqa: BLE001 - only a speed-up: the real layer will report errors
-            logger.debug("warming up the display of %s labels failed", dtype, exc_info=True)
+        with _WARM_UP_LOCK:
+            if key in _WARMED_LABELS:
+                continue
+            options = {} if colormap is None else {"colormap": colormap}
+            try:
+                Labels(np.zeros((4, 4), dtype), **options).refresh()
+            except Exception:  # noqa: BLE001 - only a speed-up: the real layer reports errors
+                logger.debug("warming up the display of %s labels failed", dtype, exc_info=True)
+            _WARMED_LABELS.add(key)
+
+
+def warm_up_labels_display_soon() -> None:
+    """Start :func:`warm_up_labels_display` for the usual result layers in a background thread.
+
+    Once per process, for what segmentations return: uint16 object ids and
+    uint8 masks. Called when a dock that adds labels opens, so napari's
+    one-off set-up (1.5-4 s of CPU) is usually done before the first Run;
+    a Run that comes sooner waits for it in its worker, never in the main thread.
+    """
+    global _background_warm_up
+    if _background_warm_up is not None:
+        return
+    from ..models import ClassSpec
+
+    kinds = [(np.dtype(np.uint16), ClassSpec("objects", "instance")),
+             (np.dtype(np.uint8), ClassSpec("mask", "semantic"))]
+    _background_warm_up = threading.Thread(target=warm_up_labels_display, args=(kinds,),
+                                           name="napari-organelle labels warm-up", daemon=True)
+    _background_warm_up.start()
 
 
 def replace_labels_data(layer: Labels, data: np.ndarray) -> None:
@@ -374,8 +427,10 @@ def update_or_add_layer(
     layer is still updated and running again does not pile up copies. On an
     update, Labels data is replaced so that the viewer's undo restores the old
     labels (:func:`replace_labels_data`), the layer is moved to ``transform``
-    (the image may have been moved since) and ``options`` are applied again;
-    the layer keeps its name.
+    (the image may have been moved since) and ``options`` are applied again
+    where they differ (napari refreshes the layer at every assignment: 0.1 s
+    each for a 1024 x 1024 Labels layer under software OpenGL, even when the
+    value is the same); the layer keeps its name.
 
     Args:
         viewer: the viewer (or a :class:`napari.components.ViewerModel`).
@@ -410,9 +465,35 @@ def update_or_add_layer(
     else:
         layer.data = data
     for attribute, value in {**transform, **options}.items():
-        setattr(layer, attribute, value)
+        if not _has_value(layer, attribute, value):
+            setattr(layer, attribute, value)
     layer.metadata = {**layer.metadata, **entries}
     return layer
+
+
+#: layer attributes that are arrays of numbers (``affine`` is read as its matrix)
+_NUMERIC_ATTRIBUTES = ("scale", "translate", "rotate", "shear", "affine")
+
+
+def _has_value(layer: Layer, attribute: str, value: Any) -> bool:
+    """Whether ``layer.<attribute>`` already equals ``value`` (False when unsure).
+
+    Examples:
+        >>> layer = Labels(np.zeros((4, 4), np.uint8), scale=(2, 2))
+        >>> _has_value(layer, "scale", (2.0, 2.0)), _has_value(layer, "scale", (1, 2))
+        (True, False)
+        >>> _has_value(layer, "affine", np.eye(3)), _has_value(layer, "axis_labels", ("y", "x"))
+        (True, False)
+    """
+    try:
+        current = getattr(layer, attribute)
+        if attribute in _NUMERIC_ATTRIBUTES:
+            current = getattr(current, "affine_matrix", current)
+            return np.array_equal(np.asarray(current, dtype=float), np.asarray(value, dtype=float))
+        return bool(current == value)
+    except Exception:  # noqa: BLE001 - not comparable: assign it
+        return False
+
 
 def add_or_update_labels(
     viewer: napari.viewer.Viewer,

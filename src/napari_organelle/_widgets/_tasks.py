@@ -8,15 +8,32 @@ in napari's activity panel, stops it at the next ``yield`` on Cancel, and
 hands the result to a callback in the main thread, the only thread allowed to
 touch layers. Its messages go through :mod:`._messages`.
 
+It is also careful with the main thread, which napari needs for drawing and
+the worker shares through the GIL. On a machine drawing with software OpenGL
+(Mesa's llvmpipe: Xvfb, remote desktops, many VMs), every repaint of any
+widget composes the whole napari window on the CPU, tens of milliseconds
+(``benchmarks/event_loop.py`` measures it). So progress is shown at most
+every :data:`PROGRESS_INTERVAL_S`, the bar never animates (an unknown total
+shows its message only), napari's animated "in progress" indicator is held
+still while a task runs (it repaints the window 33 times a second), and a
+result callback may add its layers one per turn of the event loop.
+
 Also here: :func:`scaled_progress` (chain several progress generators into
-one) and :data:`model_list_events` (a model was trained or chosen: every dock
-that lists models hears of it).
+one), :func:`import_in_background` (a dock's heavy imports, done before its
+first Run) and :data:`model_list_events` (a model was trained or chosen: every
+dock that lists models hears of it).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+import time
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -25,6 +42,9 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.progress import cancelable_progress
 from psygnal import Signal
+from qtpy.QtCore import QTimer
+from qtpy.QtGui import QMovie
+from qtpy.QtWidgets import QLabel
 
 from .._compat import avoid_llvm_clash
 from ..errors import OrganelleError
@@ -33,19 +53,28 @@ from . import _messages
 from ._messages import describe_error, logger, sentence
 
 __all__ = [
+    "PROGRESS_INTERVAL_S",
     "PROGRESS_STEPS",
     "SingleTaskDock",
     "TaskControls",
     "avoid_llvm_clash",
     "connect_model_list",
+    "import_in_background",
     "model_list_events",
     "scaled_progress",
+    "wait_for_background_imports",
 ]
 
 T = TypeVar("T")
 
 #: Resolution of progress bars: progress is shown in thousandths.
 PROGRESS_STEPS = 1000
+#: Shortest time between two progress updates on screen (seconds); the latest
+#: report is shown when the interval has passed. Each update repaints the window
+#: twice (Qt's progress bar repaints at once, the status line later): about 35 ms
+#: of CPU with software OpenGL at 1280 x 1024, so 2 a second cost under 4 % of a core.
+#: napari's own progress bar also processes pending events whenever it is updated.
+PROGRESS_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -84,6 +113,59 @@ def _progress_text(report: Progress) -> str:
     if report.total and message.isalpha():
         return f"{report.done}/{report.total} {message}"
     return message
+
+
+#: modules that never import triton, so can be imported before Mesa's OpenGL is loaded
+_WITHOUT_TRITON = ("onnx", "onnxruntime")
+_background_imports: list[threading.Thread] = []
+_imports_lock = threading.Lock()
+_requested_imports: set[str] = set()
+
+
+def import_in_background(modules: Sequence[str]) -> None:
+    """Import ``modules`` in a background thread, so a dock's first Run need not.
+
+    A first segmentation imports the network library (``segmentation_models_pytorch``,
+    which brings torchvision), ONNX Runtime and onnx: several seconds of CPU, and
+    moments of up to a second in which the importing thread holds the GIL (an
+    extension module's initialisation), freezing the viewer whichever thread
+    imports. Started when a dock opens, this is usually over before Run is clicked.
+    Modules asked for before are skipped, and so are modules that would import
+    triton while it can still clash with Mesa's OpenGL (:func:`avoid_llvm_clash`):
+    those are left to the run. Workers call :func:`wait_for_background_imports`
+    first, so a module is never imported by two threads at once.
+    """
+    avoid_llvm_clash()
+    triton_settled = "triton" in sys.modules or importlib.util.find_spec("triton") is None
+    with _imports_lock:
+        wanted = [name for name in modules if name not in _requested_imports
+                  and (triton_settled or name in _WITHOUT_TRITON)]
+        _requested_imports.update(wanted)
+        if not wanted:
+            return
+        thread = threading.Thread(target=_import_quietly, args=(wanted,), daemon=True,
+                                  name="napari-organelle imports")
+        _background_imports.append(thread)
+        thread.start()
+
+
+def _import_quietly(modules: Sequence[str]) -> None:
+    # As models.io.build_network does before importing segmentation_models_pytorch:
+    # the huggingface_hub it imports must never reach a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - only a speed-up: the run reports what is missing
+            logger.debug("importing %s in the background failed", name, exc_info=True)
+
+
+def wait_for_background_imports() -> None:
+    """Block until the imports started by :func:`import_in_background` are done."""
+    with _imports_lock:
+        threads = list(_background_imports)
+    for thread in threads:
+        thread.join()
 
 
 def scaled_progress(work: Generator[Progress, None, T], start: float, stop: float,
@@ -167,6 +249,14 @@ class TaskControls(Container):
         self._work: Generator[Progress, None, Any] | None = None
         self._activity: cancelable_progress | None = None
         self._on_done: Callable[[], None] | None = None
+        self._pending: Progress | None = None  # the latest report, not shown yet
+        self._shown_at = -float("inf")  # when progress was last shown (perf_counter)
+        self._show_timer = QTimer()
+        self._show_timer.setSingleShot(True)
+        self._show_timer.timeout.connect(self._show_pending)
+        self._held_movies: list[QMovie] = []
+        self._look_for_indicator = False  # once more, at the first progress shown
+        self._result_steps: Iterator[Any] | None = None
 
     @property
     def running(self) -> bool:
@@ -218,7 +308,7 @@ class TaskControls(Container):
         work: Generator[Progress, None, T],
         *,
         task: str,
-        on_returned: Callable[[T], None],
+        on_returned: Callable[[T], Iterator[Any] | None],
         on_finished: Callable[[], None] | None = None,
         cancelled_message: str = "Cancelled.",
     ) -> GeneratorWorker:
@@ -232,7 +322,11 @@ class TaskControls(Container):
                 (``"Segmentation"``).
             on_returned: called in the main thread with the result, unless the
                 task failed or was cancelled; add or update layers here. Errors
-                it raises are reported like errors of the task.
+                it raises are reported like errors of the task. It may return
+                an iterator (be a generator function): each of its steps then
+                runs in its own turn of the event loop, so the viewer draws and
+                handles input between, say, two large layers; the task ends
+                after the last step.
             on_finished: called in the main thread at the very end, whatever
                 happened.
             cancelled_message: status line after the user cancels.
@@ -252,6 +346,8 @@ class TaskControls(Container):
         self._task = task
         self._work = work
         self._on_done = on_finished
+        self._pending = None
+        self._shown_at = -float("inf")
         self._set_running(True)  # first: napari may process events (a 2nd click) below
         self._reset_progress_bar()
         self.set_status(f"{task}: starting…")
@@ -264,6 +360,8 @@ class TaskControls(Container):
         # napari's own thread_worker(progress=...) advances one step per yield; core
         # generators report fractions instead, so the activity bar is driven here.
         self._activity = cancelable_progress(total=PROGRESS_STEPS, desc=task)
+        self._hold_activity_indicator()
+        self._look_for_indicator = not self._held_movies
         worker.start()
         return worker
 
@@ -292,36 +390,111 @@ class TaskControls(Container):
     def _on_yielded(self, report: object) -> None:
         if not self._running or self.cancelled or not isinstance(report, Progress):
             return
+        activity = self._activity
+        if activity is not None and activity.is_canceled:  # Cancel in napari's activity panel
+            self.cancel()
+            return
+        self._pending = report
+        wait = self._shown_at + PROGRESS_INTERVAL_S - time.perf_counter()
+        if wait <= 0:
+            self._show_pending()
+        elif not self._show_timer.isActive():
+            self._show_timer.start(int(wait * 1000) + 1)
+
+    def _show_pending(self) -> None:
+        """Show the latest progress report in the dock and in napari's activity panel."""
+        report, self._pending = self._pending, None
+        if report is None or not self._running or self.cancelled:
+            return
+        self._shown_at = time.perf_counter()
         if report.message:
             self.set_status(f"{self._task}: {_progress_text(report)}")
-        value = min(PROGRESS_STEPS, round(report.fraction * PROGRESS_STEPS))
-        # an unknown total (e.g. loading a model) shows a busy bar
-        self.progress_bar.max = PROGRESS_STEPS if report.total else 0
-        if report.total:
-            self.progress_bar.value = value
-        activity = self._activity
-        if activity is None:
+        if not report.total:  # unknown (e.g. loading a model): the message says what happens
             return
-        if activity.is_canceled:  # the Cancel button of napari's activity panel
-            self.cancel()
-        elif report.total:
+        value = min(PROGRESS_STEPS, round(report.fraction * PROGRESS_STEPS))
+        self.progress_bar.value = value
+        activity = self._activity
+        if activity is not None:
+            if self._look_for_indicator:  # napari may have started its indicator since
+                self._look_for_indicator = False
+                self._hold_activity_indicator()
             activity.update(value - activity.n)  # may handle other events: nothing after
 
-    def _on_returned(self, on_returned: Callable[[Any], None], outcome: _Outcome) -> None:
+    def _hold_activity_indicator(self) -> None:
+        """Hold napari's animated "in progress" indicator still while this task runs.
+
+        napari shows a 33 frames-a-second GIF in its status bar while any of its
+        progress bars exists. Each frame repaints the window: with software
+        OpenGL that took about 0.45 of a CPU core and, because the main thread
+        holds the GIL while it paints, halved the speed of Python code in the
+        worker (model loading, imports), measured with ``benchmarks/event_loop.py``.
+        The indicator stays visible, on one frame; it is released in :meth:`_finish`.
+        """
+        try:
+            window = self.native.window()
+            for label in window.findChildren(QLabel):
+                movie = label.movie()
+                if movie is not None and movie.state() == QMovie.MovieState.Running:
+                    movie.setPaused(True)
+                    self._held_movies.append(movie)
+        except (AttributeError, RuntimeError):  # a deleted widget: nothing to hold
+            logger.debug("could not hold napari's activity indicator", exc_info=True)
+
+    def _release_activity_indicator(self) -> None:
+        movies, self._held_movies = self._held_movies, []
+        for movie in movies:
+            try:
+                if movie.state() == QMovie.MovieState.Paused:
+                    # napari stops it once none of its progress bars is left
+                    movie.setPaused(False)
+            except RuntimeError:  # deleted with its window
+                pass
+
+    def _on_returned(self, on_returned: Callable[[Any], Iterator[Any] | None],
+                     outcome: _Outcome) -> None:
         self._handling_result = True
+        steps = None
         try:
             if outcome.error is not None:
                 self._reset_progress_bar()
                 self.report_error(describe_error(outcome.error, self._task))
             else:
-                on_returned(outcome.value)
+                self._show_timer.stop()
+                self._show_pending()  # the final report, however recent the last one shown
+                steps = on_returned(outcome.value)
         except Exception as error:  # noqa: BLE001 - reported, never a traceback dialog
-            if not isinstance(error, OrganelleError):
-                logger.exception("handling the result of %s failed", self._task)
-            self.report_error(describe_error(error, self._task))
-        finally:
-            self._handling_result = False
-            self._finish()
+            self._report_result_error(error)
+            steps = None
+        if isinstance(steps, Iterator):
+            self._result_steps = steps
+            self.cancel_button.enabled = False  # the results are being shown: too late
+            QTimer.singleShot(0, self._next_result_step)
+            return
+        self._handling_result = False
+        self._finish()
+
+    def _next_result_step(self) -> None:
+        """Run one step of the result callback; the next one in the next turn of the loop."""
+        steps = self._result_steps
+        if steps is None:
+            return
+        try:
+            next(steps)
+        except StopIteration:
+            pass
+        except Exception as error:  # noqa: BLE001 - reported, never a traceback dialog
+            self._report_result_error(error)
+        else:
+            QTimer.singleShot(0, self._next_result_step)
+            return
+        self._result_steps = None
+        self._handling_result = False
+        self._finish()
+
+    def _report_result_error(self, error: Exception) -> None:
+        if not isinstance(error, OrganelleError):
+            logger.exception("handling the result of %s failed", self._task)
+        self.report_error(describe_error(error, self._task))
 
     def _on_aborted(self, message: str) -> None:
         self.cancelled = True  # also when stopped from napari's task status
@@ -348,6 +521,8 @@ class TaskControls(Container):
         if not self._running:
             return
         self._set_running(False)
+        self._show_timer.stop()
+        self._pending = None
         activity, self._activity = self._activity, None
         work, self._work = self._work, None
         if work is not None:
@@ -356,6 +531,7 @@ class TaskControls(Container):
             work.close()
         if activity is not None:
             activity.close()
+        self._release_activity_indicator()
         on_done, self._on_done = self._on_done, None
         if on_done is not None:
             on_done()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,13 +49,16 @@ from ._layers import (
     layer_pixel_size_nm,
     spatial_transform,
     warm_up_labels_display,
+    warm_up_labels_display_soon,
 )
 from ._tasks import (
     PROGRESS_STEPS,
     SingleTaskDock,
     TaskControls,
     connect_model_list,
+    import_in_background,
     scaled_progress,
+    wait_for_background_imports,
 )
 
 __all__ = ["SegmentJob", "SegmentOutcome", "SegmentPlan", "SegmentWidget", "run_segment_plan"]
@@ -133,6 +136,7 @@ def run_segment_plan(plan: SegmentPlan) -> Generator[Progress, None, list[Segmen
     from ..models import load_model
 
     yield Progress(0, 0, f"loading {plan.model.full_name}")  # no total: duration unknown
+    wait_for_background_imports()  # the dock's imports, if still running
     model = load_model(plan.model.path)
     results = []
     count = len(plan.jobs)
@@ -279,6 +283,10 @@ class SegmentWidget(SingleTaskDock, Container):
         self._follow_layer(self._default_layer())
         join_organelle_tabs(self.native)
         self._suggest_pixel_size()
+        # Before the first Run: napari's first-Labels set-up, and what running a model
+        # imports (the network library; ONNX Runtime, the CPU backend).
+        warm_up_labels_display_soon()
+        import_in_background(("segmentation_models_pytorch", "onnxruntime"))
 
     # ------------------------------------------------------------------ state
 
@@ -611,8 +619,15 @@ class SegmentWidget(SingleTaskDock, Container):
                           classes=tuple(classes), transform=spatial_transform(layer),
                           modality=modality if isinstance(modality, str) else None)
 
-    def _show_results(self, plan: SegmentPlan, results: list[SegmentOutcome]) -> None:
-        """Add or update one Labels layer per organelle and image (main thread)."""
+    def _show_results(self, plan: SegmentPlan, results: list[SegmentOutcome]) -> Iterator[None]:
+        """Add or update one Labels layer per organelle and image (main thread).
+
+        One layer per step (:meth:`TaskControls.start` runs each step in its own
+        turn of the event loop): napari needs 0.2-1 s of the main thread to add
+        a 2048 x 2048 Labels layer under software OpenGL (its Qt controls, its
+        vispy visuals and overlays), so the viewer draws and answers between layers
+        instead of freezing for all of them at once.
+        """
         layers: list[Labels] = []
         notes: list[str] = []
         found: list[str] = []
@@ -628,6 +643,7 @@ class SegmentWidget(SingleTaskDock, Container):
                     self.viewer, labels, spec=spec, source=job.source,
                     transform=job.transform, provenance=provenance,
                     keep_previous=plan.keep_previous))
+                yield
                 where = class_name if len(results) == 1 else f"{class_name} in {job.source}"
                 amount = amounts[class_name]
                 (found if amount else nothing).append(f"{where}: {amount}" if amount else where)
