@@ -41,8 +41,8 @@ install_system_packages() {
 
 install_python_packages() {
   local python="${PYTHON:-python3}"
-  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-    echo "napari-organelle needs Python 3.10 or newer; found $("$python" --version 2>&1)" >&2
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "napari-organelle needs Python 3.11 or newer (zarr 3); found $("$python" --version 2>&1)" >&2
     exit 1
   fi
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
