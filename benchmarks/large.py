@@ -142,9 +142,8 @@ def segment_on_cluster(source: Path, out: Path, model: str, workers: int,
     from napari_organelle.progress import run
 
     image = read_ngff(source)
-    threads = max(1, (os.cpu_count() or 1) // workers)
     started = time.perf_counter()
-    executor = connect(workers=workers, threads=threads)
+    executor = connect(workers=workers)  # one block at a time per worker, all its cores
     client = executor.client
     # Each worker loads the model (and builds its runner) once; timed apart from the run.
     client.run(_preload, model, options.get("device", "cpu"))
@@ -160,7 +159,8 @@ def segment_on_cluster(source: Path, out: Path, model: str, workers: int,
     worker_rss = client.run(_worker_peak_rss)
     executor.close()
     pixels = int(np.prod(image.data.shape))
-    return {"workers": workers, "threads_per_worker": threads,
+    return {"workers": workers, "blocks_at_once_per_worker": 1,
+            "network_threads": executor.network_threads,
             "cluster_start_and_model_load_s": round(startup, 2), "seconds": round(seconds, 2),
             "megapixels_per_s": round(pixels / seconds / 1e6, 3),
             "driver_peak_rss_mb": round(driver.peak / 2**20, 1),
@@ -239,10 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = {"device": args.device}
     if args.block:
         options["block_size"] = args.block[0] if len(args.block) == 1 else args.block
-    report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
-        "model": args.model, "runs": []}
+    report = _previous(args.results, args.model)
+    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                         "load_average": os.getloadavg()}
     shapes = ([(args.size, args.size)] if args.size else []) + (
         [tuple(args.volume)] if args.volume else [])
     for shape in shapes:
@@ -251,21 +250,44 @@ def main(argv: list[str] | None = None) -> int:
         made = make_image(source, shape, args.chunk) if not source.exists() else 0.0
         entry: dict[str, Any] = {"shape": list(shape), "make_image_s": round(made, 1),
                                  "clusters": []}
+        report["runs"] = [run for run in report["runs"] if run["shape"] != list(shape)]
+        report["runs"].append(entry)
         for workers in args.workers:
             out = folder / f"labels-{name}-{workers}w.ome.zarr"
             entry["clusters"].append(segment_on_cluster(source, out, args.model, workers,
                                                         options))
             print(json.dumps(entry["clusters"][-1]), flush=True)
+            _save(report, args.results)
         if args.compare:
             entry["compare"] = compare_in_memory(source, folder / f"labels-{name}-local.ome.zarr",
                                                  args.model, options)
             print(json.dumps(entry["compare"]), flush=True)
-        report["runs"].append(entry)
-    report["machine"]["load_average_after"] = os.getloadavg()
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(report, indent=1) + "\n")
+        _save(report, args.results)
     print(f"-> {args.results}", file=sys.stderr)
     return 0
+
+
+def _previous(results: Path, model: str) -> dict[str, Any]:
+    """The saved report of earlier runs (a run of the same shape replaces its entry)."""
+    try:
+        report = json.loads(results.read_text())
+    except (OSError, ValueError):
+        report = {}
+    if report.get("model") != model:
+        report = {}
+    report.setdefault("model", model)
+    report.setdefault("runs", [])
+    return report
+
+
+def _save(report: dict[str, Any], results: Path) -> None:
+    """Writes the report after every run, so a long run killed later keeps what it measured."""
+    from napari_organelle.durable import atomic_write_text
+
+    report["machine"]["load_average_after"] = os.getloadavg()
+    report["runs"].sort(key=lambda run: (len(run["shape"]), run["shape"]))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results, json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

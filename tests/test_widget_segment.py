@@ -539,3 +539,69 @@ def test_task_errors_become_one_message(qtbot, notifications, error, expected):
     assert controls.status_label.value == f"Error: {expected}"
     assert results == [] and controls.run_button.enabled
     assert not [n for n in notifications if isinstance(n, ErrorNotification)]
+
+
+# ---------------------------------------------------------------------- larger than memory
+
+
+def test_a_lazy_image_too_large_for_memory_is_segmented_blockwise_into_its_ome_zarr(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch, tracebacks):
+    import napari_organelle.blockwise as blockwise
+    from napari_organelle.inference import segment
+    from napari_organelle.models import load_model
+    from napari_organelle.ngff import read_labels, write_ngff_image
+
+    path = tmp_path / "big.ome.zarr"
+    pixels = cells_image((192, 256), seed=3)
+    write_ngff_image(path, pixels, axes="YX", pixel_size_nm=8.0, chunks=64, n_levels=2)
+    # Every lazy image is "too large": the dock must take the blockwise path.
+    monkeypatch.setattr(blockwise, "MEMORY_SHARE", 0.0)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(path), plugin="napari-organelle")
+    assert image.multiscale
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    widget.image_combo.value = image
+
+    run_and_wait(qtbot, widget)
+
+    assert widget.controls.last_error is None and not tracebacks
+    mitochondria, membranes = viewer.layers["mitochondria"], viewer.layers["membranes"]
+    for layer in (mitochondria, membranes):
+        data = layer.data[0] if layer.multiscale else layer.data
+        assert hasattr(data, "dask"), "blockwise results are shown lazily"
+        assert data.shape == (192, 256)
+        np.testing.assert_array_equal(layer.scale, image.scale)
+    written = read_labels(path)
+    assert sorted(written) == ["membranes", "mitochondria"]
+    model = load_model(widget.model_combo.value.path)
+    expected = segment(pixels, model, tile_size=widget.tile_size_spin.value,
+                       overlap=widget.overlap_spin.value)
+    got = np.asarray(written["mitochondria"].data)
+    want = expected.labels["mitochondria"]
+    assert np.array_equal(got > 0, want > 0)
+    pairs = np.unique(np.stack([got[got > 0], want[want > 0]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+    np.testing.assert_array_equal(np.asarray(written["membranes"].data),
+                                  expected.labels["membranes"])
+    assert "written to big.ome.zarr/labels" in widget.status_label.value
+
+
+def test_a_lazy_image_too_large_for_memory_and_not_from_ome_zarr_is_refused(
+        make_napari_viewer, qtbot, messages, monkeypatch):
+    import dask.array as da
+
+    import napari_organelle.blockwise as blockwise
+
+    monkeypatch.setattr(blockwise, "MEMORY_SHARE", 0.0)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(cells_image((128, 128)), chunks=64), name="lazy")
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+
+    run_and_wait(qtbot, widget)
+
+    assert len(messages.errors) == 1
+    assert "too large to segment in memory and was not opened from an OME-Zarr" in \
+        messages.errors[0]
+    assert labels_names(viewer) == []

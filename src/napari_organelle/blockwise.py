@@ -86,6 +86,9 @@ MATCH_FRACTION = 0.5
 BLOCK_2D = 4096
 BLOCK_3D = (32, 1024, 1024)
 LOG_NAME = "log.jsonl"
+#: In-memory segmentation may take this share of the free memory; a lazy image that
+#: needs more is segmented blockwise by the Segment dock (:func:`needs_blockwise`).
+MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -568,6 +571,39 @@ class BlockwiseResult:
                 "object_counts": self.object_counts, "blocks": self.blocks,
                 "skipped": self.skipped, "seconds": round(self.seconds, 3),
                 "settings": self.settings, "notes": self.notes}
+
+
+def needs_blockwise(image: Any, card: Any, classes: Sequence[str], *, rgb: bool = False,
+                    volume: bool = False, available: int | None = None) -> bool:
+    """Whether segmenting ``image`` in memory would take more than :data:`MEMORY_SHARE`
+    of the free memory, so that it should be segmented blockwise.
+
+    Reads no pixels (the shape and dtype of a dask or zarr array are enough).
+
+    Args:
+        image: the image as :func:`~napari_organelle.inference.segment` takes it.
+        card: the model's card; classes: the classes to segment.
+        rgb, volume: as for :func:`~napari_organelle.inference.segment`.
+        available: free bytes (default: this machine's).
+
+    Examples:
+        >>> import dask.array as da
+        >>> from napari_organelle.models import ClassSpec, ModelCard
+        >>> card = ModelCard("m", "1.0.0", "Unet", "resnet18", 1, "em",
+        ...                  [ClassSpec("mitochondria", "instance")])
+        >>> big = da.zeros((65536, 65536), dtype="uint8")
+        >>> needs_blockwise(big, card, ["mitochondria"], available=8 << 30)
+        True
+        >>> needs_blockwise(big[:4096, :4096], card, ["mitochondria"], available=8 << 30)
+        False
+    """
+    from .inference import available_memory, estimated_memory
+
+    prepared = prepare_image(image, rgb=rgb, keep_rgb=card.in_channels == 3)
+    specs = [card.class_spec(name) for name in classes]
+    z_axis = 0 if volume and prepared.leading_shape else None
+    free = available if available is not None else available_memory()
+    return bool(free) and estimated_memory(prepared, specs, z_axis) > MEMORY_SHARE * free
 
 
 def work_folder(out: str | os.PathLike) -> Path:

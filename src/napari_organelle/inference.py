@@ -601,6 +601,22 @@ def _anisotropy(value: float | None) -> float:
 def _check_memory(prepared: PreparedImage, specs: list[ClassSpec],
                   z_axis: int | None = None) -> None:
     """Refuse, before starting, an image whose outputs cannot fit in memory."""
+    needed = estimated_memory(prepared, specs, z_axis)
+    available = _available_memory()
+    if available and needed > 0.9 * available:
+        raise InputError(
+            f"segmenting this image needs about {needed / 1e9:.1f} GB of memory and "
+            f"{available / 1e9:.1f} GB are free; segment fewer classes, a crop, or fewer planes")
+
+
+def estimated_memory(prepared: PreparedImage, specs: Sequence[ClassSpec],
+                     z_axis: int | None = None) -> int:
+    """Bytes that segmenting ``prepared`` in memory needs for ``specs`` (outputs and scratch).
+
+    What :func:`segment` checks against the free memory before it starts, and what
+    the Segment dock compares with it to choose blockwise segmentation
+    (:func:`napari_organelle.blockwise.segment_blockwise_iter`) instead.
+    """
     pixels = int(np.prod(prepared.output_shape, dtype=np.int64))
     plane_pixels = prepared.plane_shape[0] * prepared.plane_shape[1]
     needed = sum(2 if spec.kind == "instance" else 1 for spec in specs) * pixels
@@ -612,11 +628,12 @@ def _check_memory(prepared: PreparedImage, specs: list[ClassSpec],
         needed += (n_instance + 7) * voxels
     # Per plane: 8-bit probabilities per class, the raw plane, and labelling scratch space.
     needed += plane_pixels * (len(specs) + 4 + 4 * prepared.n_channels)
-    available = _available_memory()
-    if available and needed > 0.9 * available:
-        raise InputError(
-            f"segmenting this image needs about {needed / 1e9:.1f} GB of memory and "
-            f"{available / 1e9:.1f} GB are free; segment fewer classes, a crop, or fewer planes")
+    return int(needed)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation on this machine (None when unknown)."""
+    return _available_memory()
 
 
 def _available_memory() -> int | None:

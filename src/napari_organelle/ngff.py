@@ -106,6 +106,24 @@ def is_ngff(path: str | os.PathLike) -> bool:
         return False
 
 
+def nearest_level(pixel_sizes_nm: Sequence[float | None], model_nm: float | None) -> int:
+    """The pyramid level whose pixel size is nearest the model's (0 when either is unknown).
+
+    Blockwise segmentation does not rescale, so it reads the level nearest the
+    model's pixels (the CLI's default ``--level``, and the Segment dock's choice).
+
+    Examples:
+        >>> nearest_level([4.0, 8.0, 16.0], 7.0)
+        1
+        >>> nearest_level([4.0, 8.0], None), nearest_level([None, None], 8.0)
+        (0, 0)
+    """
+    if not model_nm or not pixel_sizes_nm or not all(pixel_sizes_nm):
+        return 0
+    return min(range(len(pixel_sizes_nm)),
+               key=lambda index: abs(float(pixel_sizes_nm[index]) / model_nm - 1))
+
+
 def read_ngff(path: str | os.PathLike) -> NgffImage:
     """Open an OME-Zarr image lazily: every level, its axes and pixel sizes.
 

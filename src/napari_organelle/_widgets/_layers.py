@@ -341,6 +341,9 @@ def replace_labels_data(layer: Labels, data: np.ndarray) -> None:
     corrupt the labels.
     """
     old = layer.data
+    if not isinstance(data, np.ndarray):  # lazy labels (a pyramid, a dask array)
+        layer.data = data
+        return
     if (isinstance(old, np.ndarray) and old.shape == data.shape and old.dtype.kind in "ui"
             and (data.size == 0 or int(data.max()) <= np.iinfo(old.dtype).max)):
         changed = np.nonzero(old != data)
@@ -534,10 +537,15 @@ def add_or_update_labels(
            **(provenance or {})}
     colormap = labels_colormap(spec)
     updated = previous[-1] if previous and not keep_previous else None
+    # Lazy labels (blockwise results, read from an OME-Zarr) are never read whole: no
+    # proposal is kept, and they replace only a layer that is lazy too.
+    lazy = not isinstance(data, np.ndarray)
+    if updated is not None and lazy != (not isinstance(updated.data, np.ndarray)):
+        updated = None
     layer = update_or_add_layer(
         viewer, Labels, data, tag=tag, transform=transform, previous=updated,
         name=lambda: _result_name(viewer, spec.name, source, run if previous else None),
-        metadata={PROPOSAL_KEY: pack_proposal(data)},
+        metadata={} if lazy else {PROPOSAL_KEY: pack_proposal(data)},
         **({"colormap": colormap} if colormap is not None else {}))
     if updated is None and spec.kind == "semantic":
         layer.selected_label = 1  # painting corrections then adds to the mask

@@ -17,6 +17,7 @@ Two ways of choosing what to segment, set by the model:
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
+from ..blockwise import needs_blockwise
 from ..devices import available_devices
 from ..errors import InputError, ModelError, OrganelleError
 from ..image_input import prepare_image
@@ -92,6 +94,12 @@ class SegmentJob:
         classes: organelles to take from this image.
         transform: the layer's placement in the world, given to its labels.
         modality: ``em`` or ``fluorescence`` when the layer's metadata says so.
+        blockwise_out: for an image too large to segment in memory, the OME-Zarr
+            it was opened from: the labels are written blockwise into its
+            ``labels`` group and shown lazily. None: segment in memory.
+        levels: the layer's pyramid (blockwise jobs read the level nearest the
+            model's pixel size).
+        pixel_size_nm: the layer's pixel size (level 0), when known.
     """
 
     source: str
@@ -100,6 +108,9 @@ class SegmentJob:
     classes: tuple[str, ...]
     transform: dict[str, Any]
     modality: str | None = None
+    blockwise_out: str | None = None
+    levels: tuple[Any, ...] = ()
+    pixel_size_nm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,17 +152,74 @@ def run_segment_plan(plan: SegmentPlan) -> Generator[Progress, None, list[Segmen
     results = []
     count = len(plan.jobs)
     for index, job in enumerate(plan.jobs):
+        prefix = f"{job.source}, " if count > 1 else ""
+        if job.blockwise_out:
+            work = _segment_blockwise(job, model, plan.options)
+            outcome = yield from scaled_progress(work, index / count, (index + 1) / count,
+                                                 prefix)
+            results.append(outcome)
+            continue
         work = segment_iter(job.data, model, classes=list(job.classes), rgb=job.rgb,
                             **plan.options)
-        prefix = f"{job.source}, " if count > 1 else ""
         result = yield from scaled_progress(work, index / count, (index + 1) / count, prefix)
         amounts = {name: _describe_amount(labels, result.classes[name].kind)
                    for name, labels in result.labels.items()}
         results.append(SegmentOutcome(job, result, amounts))
     yield Progress(PROGRESS_STEPS, PROGRESS_STEPS, "preparing the display")
-    warm_up_labels_display((labels.dtype, outcome.result.classes[name])
+    warm_up_labels_display((_first_level(labels).dtype, outcome.result.classes[name])
                            for outcome in results for name, labels in outcome.result.labels.items())
     return results
+
+
+def _segment_blockwise(job: SegmentJob, model: Any, options: Mapping[str, Any]
+                       ) -> Generator[Progress, None, SegmentOutcome]:
+    """Segment a layer too large for memory block by block into its OME-Zarr's labels.
+
+    Reads the pyramid level nearest the model's pixel size (blocks are not
+    rescaled) and returns the written labels as lazy arrays, so nothing the size
+    of the image is ever in memory. A cancelled run leaves finished blocks in
+    the work folder, and running again resumes it.
+    """
+    from ..blockwise import segment_blockwise_iter
+    from ..ngff import nearest_level, read_labels
+
+    base_nm = options.get("pixel_size_nm") or job.pixel_size_nm
+    spatial = len(job.transform["scale"])
+    full = _spatial_shape(job.levels[0], job.rgb, spatial)
+    factors = [[a / b for a, b in zip(full, _spatial_shape(level, job.rgb, spatial))]
+               for level in job.levels]
+    level = nearest_level([base_nm * f[-1] if base_nm else None for f in factors],
+                          model.card.pixel_size_nm)
+    scale = [float(s) * f for s, f in zip(job.transform["scale"], factors[level])]
+    work = segment_blockwise_iter(
+        job.levels[level], model, job.blockwise_out, classes=list(job.classes), rgb=job.rgb,
+        pixel_size_nm=base_nm * factors[level][-1] if base_nm else None, scale=scale,
+        volume=bool(options.get("volume")), z_anisotropy=options.get("z_anisotropy"),
+        tile_size=options.get("tile_size"), overlap=options.get("overlap", 0.25),
+        tta=bool(options.get("tta")), device=options.get("device", "auto"))
+    done = yield from work
+    written = read_labels(done.out)
+    labels = {name: (written[name].levels if len(written[name].levels) > 1
+                     else written[name].levels[0]) for name in done.classes}
+    result = SegmentationResult(labels=labels, classes=dict(done.classes),
+                                model=model.card.full_name, device=options.get("device", "auto"),
+                                seconds=done.seconds, settings=dict(done.settings),
+                                notes=list(done.notes))
+    where = f"written to {Path(done.out).name}/labels"
+    amounts = {name: (f"{done.object_counts[name]} objects, {where}"
+                      if name in done.object_counts else where) for name in done.classes}
+    transform = {**job.transform, "scale": tuple(scale)}
+    return SegmentOutcome(job, result, amounts, transform)
+
+
+def _spatial_shape(array: Any, rgb: bool, ndim: int) -> tuple[int, ...]:
+    shape = tuple(array.shape[:-1] if rgb else array.shape)
+    return shape[-ndim:]
+
+
+def _first_level(labels: Any) -> Any:
+    """The full-resolution array of labels that may be a pyramid (a list of levels)."""
+    return labels[0] if isinstance(labels, (list, tuple)) else labels
 
 
 class SegmentOutcome(NamedTuple):
@@ -161,6 +229,8 @@ class SegmentOutcome(NamedTuple):
     result: SegmentationResult
     #: per class, what was found for the status line (``12 objects``, ``31% of pixels``)
     amounts: dict[str, str]
+    #: where the labels go in the world, when not at the source layer's (a coarser level)
+    transform: dict[str, Any] | None = None
 
 
 class SegmentWidget(SingleTaskDock, Container):
@@ -615,9 +685,22 @@ class SegmentWidget(SingleTaskDock, Container):
         except InputError as error:
             raise InputError(f"layer '{layer.name}': {error}") from None
         modality = layer.metadata.get("modality") if isinstance(layer.metadata, Mapping) else None
+        blockwise_out = None
+        volume = bool(self.volume_check.value) and layer.ndim >= 3
+        if not isinstance(data, np.ndarray) and needs_blockwise(
+                data, card, classes, rgb=bool(layer.rgb), volume=volume):
+            blockwise_out = _ngff_folder(layer)
+            if blockwise_out is None:
+                raise InputError(
+                    f"layer '{layer.name}' is too large to segment in memory and was not "
+                    "opened from an OME-Zarr, where its labels could be written block by "
+                    "block: save it as OME-Zarr and open that, or segment a crop")
         return SegmentJob(source=layer.name, data=data, rgb=bool(layer.rgb),
                           classes=tuple(classes), transform=spatial_transform(layer),
-                          modality=modality if isinstance(modality, str) else None)
+                          modality=modality if isinstance(modality, str) else None,
+                          blockwise_out=blockwise_out,
+                          levels=tuple(layer.data) if layer.multiscale else (data,),
+                          pixel_size_nm=layer_pixel_size_nm(layer))
 
     def _show_results(self, plan: SegmentPlan, results: list[SegmentOutcome]) -> Iterator[None]:
         """Add or update one Labels layer per organelle and image (main thread).
@@ -633,7 +716,7 @@ class SegmentWidget(SingleTaskDock, Container):
         found: list[str] = []
         nothing: list[str] = []
         pixel_size = plan.options.get("pixel_size_nm")
-        for job, result, amounts in results:
+        for job, result, amounts, transform in results:
             provenance = {"model": result.model}
             if pixel_size:
                 provenance["pixel_size_nm"] = pixel_size
@@ -641,7 +724,7 @@ class SegmentWidget(SingleTaskDock, Container):
                 spec = result.classes[class_name]
                 layers.append(add_or_update_labels(
                     self.viewer, labels, spec=spec, source=job.source,
-                    transform=job.transform, provenance=provenance,
+                    transform=transform or job.transform, provenance=provenance,
                     keep_previous=plan.keep_previous))
                 yield
                 where = class_name if len(results) == 1 else f"{class_name} in {job.source}"
@@ -664,6 +747,18 @@ class SegmentWidget(SingleTaskDock, Container):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _ngff_folder(layer: Image) -> str | None:
+    """The writable OME-Zarr folder ``layer`` was opened from (by any reader), or None."""
+    from ..ngff import is_ngff
+
+    metadata = layer.metadata if isinstance(layer.metadata, Mapping) else {}
+    for candidate in (metadata.get("path"), getattr(layer.source, "path", None)):
+        if (isinstance(candidate, str) and is_ngff(candidate)
+                and os.access(candidate, os.W_OK)):
+            return candidate
+    return None
 
 
 def _active_path(name: str) -> Path | None:

@@ -28,7 +28,8 @@ def add_zarr_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int, metavar="N",
                        help="LocalCluster workers (default: one per 4 cores, within memory)")
     group.add_argument("--threads-per-worker", type=int, metavar="N",
-                       help="LocalCluster threads per worker")
+                       help="blocks each LocalCluster worker segments at once (default 1; "
+                            "the worker's cores are shared among them)")
     group.add_argument("--local", action="store_true",
                        help="no cluster: segment the blocks one after the other in this process")
     group.add_argument("--block", type=int, nargs="+", metavar="PX",
@@ -72,10 +73,10 @@ def choose_level(image: Any, model_nm: float | None, level: int | None) -> int:
             raise InputError(f"--level {level}: {image.path.name} has levels 0 to "
                              f"{len(image.levels) - 1}")
         return level
-    if not model_nm or image.pixel_size_nm is None:
-        return 0
-    sizes = [image.axis_nm("X", index) for index in range(len(image.levels))]
-    return min(range(len(sizes)), key=lambda index: abs((sizes[index] or 0) / model_nm - 1))
+    from ..ngff import nearest_level
+
+    return nearest_level([image.axis_nm("X", index) for index in range(len(image.levels))],
+                         model_nm)
 
 
 def run_zarr(args: argparse.Namespace, path: Path, n_inputs: int) -> dict[str, Any]:
