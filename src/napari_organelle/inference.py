@@ -41,6 +41,7 @@ from .models import ClassSpec, Model, load_model
 from .postprocess import label_instances, probabilities_to_mask
 from .progress import Progress, run
 from .tiling import predict_plane
+from .uncertainty import entropy_bits
 from .volume import ZConsensus, label_volume, min_object_voxels, z_position
 
 #: Rescale only when the image's pixel size differs from the model's by more than this.
@@ -60,6 +61,8 @@ class SegmentationResult:
         device: where the network ran.
         seconds: wall time.
         notes: what the user should know (converted RGB, NaNs filled, blank planes).
+        uncertainty: per class, with ``uncertainty=True``: float32 maps of the image's
+            spatial shape, the entropy (0..1 bits) of the flips' average probability.
     """
 
     labels: dict[str, np.ndarray]
@@ -73,6 +76,7 @@ class SegmentationResult:
     unfamiliar: dict[str, float] = field(default_factory=dict)
     feature_distance: float | None = None
     features: FeatureMeter | None = field(default=None, repr=False)
+    uncertainty: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def object_counts(self) -> dict[str, int]:
         """Objects per instance class (number of distinct ids), pixels' presence for masks."""
@@ -130,6 +134,7 @@ def segment_iter(
     z_anisotropy: float | None = None,
     z_consensus: bool = False,
     backend: str | None = None,
+    uncertainty: bool = False,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment an image tile by tile, yielding progress; returns the labels.
 
@@ -172,6 +177,9 @@ def segment_iter(
             GPU), ``onnx``, ``torch`` or ``channels_last``; None: the
             ``NAPARI_ORGANELLE_BACKEND`` environment variable, else ``auto``
             (:mod:`napari_organelle.backends`).
+        uncertainty: also return, per class, the binary entropy (0..1 bits) of the
+            probabilities averaged over four flips (:mod:`napari_organelle.uncertainty`);
+            turns ``tta`` on, so it costs four network passes per tile.
 
     Examples:
         A square tube through a 6-plane stack is six objects plane by plane
@@ -223,7 +231,9 @@ def segment_iter(
         notes.append("z-consensus smooths along Z in volume mode only: not used")
         z_consensus = False
     _check_memory(prepared, [card.class_spec(name) for _, names in jobs for name in names],
-                  z_axis)
+                  z_axis, uncertainty)
+    if uncertainty and not tta:
+        tta = True  # the maps are the entropy of the flips' average
 
     torch_device = resolve_device(device)
     batch = int(batch_size or (4 if torch_device.type == "cpu" else 16))
@@ -233,6 +243,8 @@ def segment_iter(
     outputs = {name: np.zeros(prepared.output_shape,
                               dtype=np.uint16 if spec.kind == "instance" else np.uint8)
                for name, spec in specs.items()}
+    unsure = {name: np.zeros(prepared.output_shape, dtype=np.float32)
+              for name in specs} if uncertainty else {}
     next_ids = dict.fromkeys(specs, 0)
     meter = ConfidenceMeter(list(specs))
     sizes = _min_sizes(specs, min_size, scale)
@@ -242,10 +254,10 @@ def segment_iter(
     done_planes = 0
 
     def predict(plane: np.ndarray, channels: list[int], names: list[str],
-                probabilities: bool = False
+                probabilities: bool = False, where: tuple[Any, ...] = ()
                 ) -> Generator[Progress, None, np.ndarray | None]:
         """One job's ``(K, Y, X)`` uint8 masks of one plane (or its probabilities); None if
-        the plane is blank."""
+        the plane is blank. With ``uncertainty``, the plane's maps go to ``unsure[where]``."""
         nonlocal blank_planes
         raw = plane[channels]
         lows, highs, nonfinite = plane_statistics(raw, card.normalization.low,
@@ -268,7 +280,7 @@ def segment_iter(
         # At the image's own pixel size the tiler thresholds as it writes, so no
         # probability image is held; rescaled planes need the probabilities to resize.
         thresholds = ([specs[name].threshold for name in names]
-                      if scale == 1.0 and not probabilities else None)
+                      if scale == 1.0 and not probabilities and not uncertainty else None)
         predicted = yield from _with_plane_progress(
             predict_plane(raw, predictor.for_classes(
                               output_index, meter, [list(specs).index(n) for n in names]),
@@ -278,6 +290,8 @@ def segment_iter(
             done_planes, total_planes)
         if scale != 1.0:
             predicted = _resize_probabilities(predicted, prepared.plane_shape)
+        for channel, name in enumerate(names if uncertainty else ()):
+            unsure[name][where] = entropy_bits(predicted[channel])
         if thresholds is None and not probabilities:
             for channel, name in enumerate(names):
                 predicted[channel] = probabilities_to_mask(predicted[channel],
@@ -288,7 +302,7 @@ def segment_iter(
         for index in prepared.plane_indices():
             plane = prepared.plane(index)
             for channels, names in jobs:
-                masks = yield from predict(plane, channels, names)
+                masks = yield from predict(plane, channels, names, where=index)
                 for channel, name in enumerate(names if masks is not None else ()):
                     mask = masks[channel]
                     if specs[name].kind == "semantic":
@@ -335,7 +349,8 @@ def segment_iter(
                 plane = prepared.plane(at(z))
                 for job, (channels, names) in enumerate(jobs):
                     predicted = yield from predict(plane, channels, names,
-                                                   probabilities=smoothers is not None)
+                                                   probabilities=smoothers is not None,
+                                                   where=at(z))
                     ready = (smoothers[job].push(z, predicted) if smoothers is not None
                              else [(z, predicted)])
                     for ready_z, values in ready:
@@ -381,6 +396,7 @@ def segment_iter(
         device=str(torch_device),
         seconds=time.perf_counter() - started,
         settings={"tile_size": tile, "overlap": overlap, "batch_size": batch, "tta": tta,
+                  **({"uncertainty": "entropy of the 4-flip average"} if uncertainty else {}),
                   "backend": predictor.backend,
                   "rescale": scale, "pixel_size_nm": pixel_size_nm,
                   "volume": z_axis is not None,
@@ -391,6 +407,7 @@ def segment_iter(
         unfamiliar=unfamiliar,
         feature_distance=distance,
         features=features,
+        uncertainty=unsure,
     )
 
 
@@ -599,9 +616,9 @@ def _anisotropy(value: float | None) -> float:
 
 
 def _check_memory(prepared: PreparedImage, specs: list[ClassSpec],
-                  z_axis: int | None = None) -> None:
+                  z_axis: int | None = None, uncertainty: bool = False) -> None:
     """Refuse, before starting, an image whose outputs cannot fit in memory."""
-    needed = estimated_memory(prepared, specs, z_axis)
+    needed = estimated_memory(prepared, specs, z_axis, uncertainty)
     available = _available_memory()
     if available and needed > 0.9 * available:
         raise InputError(
@@ -610,7 +627,7 @@ def _check_memory(prepared: PreparedImage, specs: list[ClassSpec],
 
 
 def estimated_memory(prepared: PreparedImage, specs: Sequence[ClassSpec],
-                     z_axis: int | None = None) -> int:
+                     z_axis: int | None = None, uncertainty: bool = False) -> int:
     """Bytes that segmenting ``prepared`` in memory needs for ``specs`` (outputs and scratch).
 
     What :func:`segment` checks against the free memory before it starts, and what
@@ -620,6 +637,8 @@ def estimated_memory(prepared: PreparedImage, specs: Sequence[ClassSpec],
     pixels = int(np.prod(prepared.output_shape, dtype=np.int64))
     plane_pixels = prepared.plane_shape[0] * prepared.plane_shape[1]
     needed = sum(2 if spec.kind == "instance" else 1 for spec in specs) * pixels
+    if uncertainty:
+        needed += 4 * len(specs) * pixels  # float32 maps
     n_instance = sum(spec.kind == "instance" for spec in specs)
     if z_axis is not None and n_instance:
         # One bool mask per instance class of the Z stack, and labelling it (int32

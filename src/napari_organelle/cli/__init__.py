@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from ..errors import OrganelleError
 
 #: sub-command module names under ``napari_organelle.cli``
-COMMANDS = ("segment", "models", "evaluate", "train", "store", "export", "measure", "track",
-            "demo")
+COMMANDS = ("segment", "suggest", "models", "evaluate", "train", "store", "export", "measure",
+            "track", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=int, default=None, help="tile edge in pixels (x32)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
     parser.add_argument("--tta", action="store_true", help="average over flips (slower)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <class>_uncertainty.tif: the entropy (0-1 bits) of the "
+                             "probabilities averaged over 4 flips (turns on --tta: 4x slower)")
     parser.add_argument("--classes", nargs="+", help="classes to segment (default: all)")
     parser.add_argument("--channels", nargs="+", metavar="INDEX=CLASS",
                         help="fluorescence: which organelle each channel shows, e.g. 0=nuclei "
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                          tile_size=args.tile, overlap=args.overlap, tta=args.tta,
                          device=args.device, volume=args.volume, axes=image.axes,
                          z_anisotropy=z_step / pixel_size if z_step and pixel_size else None,
-                         z_consensus=args.z_consensus)
+                         z_consensus=args.z_consensus, uncertainty=args.uncertainty)
         in_3d = bool(result.settings.get("volume"))
         if in_3d and not (z_step and pixel_size):
             result.notes.append("the Z step or the pixel size is unknown: the stack was taken "
@@ -128,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
                                   axes=axes or "ZYX")
             else:
                 write_tiff(folder / f"{name}.tif", labels, pixel_size_nm=pixel_size, axes=axes)
+        for name, values in result.uncertainty.items():
+            axes = spatial_axes if len(spatial_axes) == values.ndim else None
+            write_tiff(folder / f"{name}_uncertainty.tif", values, pixel_size_nm=pixel_size,
+                       axes=axes)
         summary = {"image": str(path), "output": str(folder), "pixel_size_nm": pixel_size,
                    **({"z_step_nm": z_step} if in_3d else {}),
                    **result.summary(), "seconds_total": round(time.perf_counter() - started, 3)}

@@ -87,6 +87,9 @@ def run_zarr(args: argparse.Namespace, path: Path, n_inputs: int) -> dict[str, A
     from ..progress import run
 
     image = read_ngff(path)
+    if getattr(args, "uncertainty", False):
+        raise InputError("--uncertainty is not available for OME-Zarr inputs (blockwise "
+                         "segmentation writes labels only); segment a crop as TIFF instead")
     if not args.model:
         raise InputError("OME-Zarr inputs need --model (the modality is not guessed from a "
                          "lazy image)")
