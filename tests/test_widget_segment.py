@@ -605,3 +605,25 @@ def test_a_lazy_image_too_large_for_memory_and_not_from_ome_zarr_is_refused(
     assert "too large to segment in memory and was not opened from an OME-Zarr" in \
         messages.errors[0]
     assert labels_names(viewer) == []
+
+
+def test_uncertainty_maps_are_added_as_image_layers(make_napari_viewer, qtbot, tracebacks):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(cells_image((128, 128)), name="em", scale=(2.0, 2.0))
+    widget = make_widget(viewer)
+    choose_model(widget, "tiny-em")
+    widget.image_combo.value = image
+    widget.uncertainty_check.value = True
+
+    run_and_wait(qtbot, widget)
+
+    assert widget.controls.last_error is None and not tracebacks
+    names = [layer.name for layer in widget.last_uncertainty_layers]
+    assert names == ["mitochondria uncertainty", "membranes uncertainty"]
+    for layer in widget.last_uncertainty_layers:
+        assert layer.data.shape == (128, 128) and layer.data.dtype == np.float32
+        assert 0 <= layer.data.min() and layer.data.max() <= 1
+        np.testing.assert_array_equal(layer.scale, image.scale)
+    assert widget.last_result.settings["tta"] is True
+    run_and_wait(qtbot, widget)  # again: the maps are updated, not added twice
+    assert sum(layer.name.endswith("uncertainty") for layer in viewer.layers) == 2

@@ -62,6 +62,7 @@ from ._correct_plan import (
     plane_axes,
     run_save_plan,
 )
+from ._correct_queue import QueuePanel
 from ._correct_regions import parse_plane_list, shapes_region, visible_region
 from ._correct_samples import SHOW_ALL, SHOW_CURRENT, SHOW_EXCLUDED, SamplesPanel, StoreFolder
 from ._docks import join_organelle_tabs
@@ -162,6 +163,8 @@ class CorrectWidget(Container):
         store_folder: the store in that folder (shared by the panels).
         save_controls: Save/Cancel buttons, progress bar and status line.
         save_button: saves the corrections (``save_controls.run_button``).
+        queue_check: shows the "Annotate next" queue (folded at first).
+        queue_panel: the queue of regions to correct (:class:`QueuePanel`).
         samples_check: shows the samples panel (shown at first).
         samples_panel: the store's samples (:class:`SamplesPanel`).
         export_check: shows the export panel (folded at first).
@@ -214,6 +217,11 @@ class CorrectWidget(Container):
         saving = Container(name="saving", labels=True,
                            widgets=[self.annotator_edit, self.store_edit])
 
+        # -- where to correct next
+        self.queue_panel = QueuePanel(viewer, lambda: self.image_combo.value,
+                                      on_region=self._review_region)
+        self.queue_check = _section_toggle("Annotate next", shown=False)
+
         # -- the store's samples and the export; both fold away, so the dock fits a laptop
         self.samples_panel = SamplesPanel(viewer, self.store_folder,
                                           on_loaded=self._on_sample_loaded)
@@ -221,6 +229,7 @@ class CorrectWidget(Container):
         self.samples_check = _section_toggle("Samples in the store", shown=True)
         self.export_check = _section_toggle("Export for training", shown=False)
         self.extend([
+            self.queue_check, self.queue_panel,
             _heading("Correction"), correction,
             _heading("Training store"), saving, self.save_controls,
             self.samples_check, self.samples_panel,
@@ -236,6 +245,7 @@ class CorrectWidget(Container):
         self.store_edit.changed.connect(self.samples_panel.refresh)
         self.samples_check.changed.connect(self._show_choices)
         self.export_check.changed.connect(self._show_choices)
+        self.queue_check.changed.connect(self._show_choices)
         self.save_button.clicked.connect(self.save)
         self._disconnect_layers = connect_layer_list(viewer, self._on_layers_changed)
         self.native.destroyed.connect(self._disconnect_layers)
@@ -266,6 +276,15 @@ class CorrectWidget(Container):
 
     def _on_image_changed(self, _value: Any = None) -> None:
         self._rebuild_rows(keep_choices=False)
+        self._show_choices()
+        self.queue_panel.follow_image(self.image_combo.value)
+
+    def _review_region(self, shapes: Shapes) -> None:
+        """The queue went to a region: it is what the annotator reviews, in this plane."""
+        self.shapes_combo.reset_choices()
+        self.region_combo.value = SHAPES
+        self.shapes_combo.value = shapes
+        self.planes_combo.value = CURRENT_PLANE
         self._show_choices()
 
     def _on_sample_loaded(self, image: Image) -> None:
@@ -311,6 +330,7 @@ class CorrectWidget(Container):
         if stack:
             axis = plane_axes(image)[-1:] or "the last stack axis"
             self.planes_edit.tooltip = f"Planes along {axis}, e.g. '0-4, 7'"
+        self.queue_panel.visible = bool(self.queue_check.value)
         self.samples_panel.visible = bool(self.samples_check.value)
         self.export_panel.visible = bool(self.export_check.value)
 
@@ -368,6 +388,11 @@ class CorrectWidget(Container):
             ids = ", ".join(record.id for record in duplicates)
             parts.append(f"Already saved, unchanged: {ids}.")
         parts.extend(sentence(note) + "." for note in plan.notes)
+        if (new and self.queue_panel.regions and self.region_combo.value == SHAPES
+                and self.shapes_combo.value is self.queue_panel.reviewed_layer):
+            following = self.queue_panel.go_to_next()
+            parts.append(f"Next: {following.describe()}." if following else
+                         "That was the last queued region.")
         self.save_controls.set_status(" ".join(parts))
 
 

@@ -50,6 +50,7 @@ from ._layers import (
     layer_choices,
     layer_pixel_size_nm,
     spatial_transform,
+    update_or_add_layer,
     warm_up_labels_display,
     warm_up_labels_display_soon,
 )
@@ -198,6 +199,8 @@ def _segment_blockwise(job: SegmentJob, model: Any, options: Mapping[str, Any]
         tile_size=options.get("tile_size"), overlap=options.get("overlap", 0.25),
         tta=bool(options.get("tta")), device=options.get("device", "auto"))
     done = yield from work
+    if options.get("uncertainty"):
+        done.notes.append("uncertainty maps are not made for images segmented block by block")
     written = read_labels(done.out)
     labels = {name: (written[name].levels if len(written[name].levels) > 1
                      else written[name].levels[0]) for name in done.classes}
@@ -257,12 +260,14 @@ class SegmentWidget(SingleTaskDock, Container):
             stacks; ticked for Z stacks, i.e. unless the axis is named time).
         advanced_check: shows :attr:`advanced_widgets`.
         advanced_widgets: tile size, overlap, test-time augmentation, pixel size.
-        tile_size_spin, overlap_spin, tta_check, pixel_size_spin: those settings;
+        tile_size_spin, overlap_spin, tta_check, uncertainty_check, pixel_size_spin: those
+            settings;
             a pixel size of 0 means unknown (the image is not rescaled).
         controls: Run/Cancel buttons, progress bar and status line.
         run_button, cancel_button, progress_bar, status_label: the controls' widgets.
         last_result: the latest completed run, all jobs merged; None before.
         last_layers: the Labels layers that run added or updated.
+        last_uncertainty_layers: its uncertainty maps (Image layers), when asked for.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -270,6 +275,7 @@ class SegmentWidget(SingleTaskDock, Container):
         self.viewer = viewer
         self.last_result: SegmentationResult | None = None
         self.last_layers: list[Labels] = []
+        self.last_uncertainty_layers: list[Image] = []
         self._card: ModelCard | None = None
         self._cards: dict[Path, ModelCard] = {}
         self._models_from_files: list[ModelInfo] = []
@@ -320,7 +326,12 @@ class SegmentWidget(SingleTaskDock, Container):
         self.pixel_size_spin = FloatSpinBox(
             name="pixel_size", label="Pixel size (nm)", min=0.0, max=1e6, step=0.5, value=0.0)
         # In the main container rather than a nested one, so labels line up.
+        self.uncertainty_check = CheckBox(
+            name="uncertainty", text="Uncertainty maps (4x slower)", value=False,
+            tooltip="Also add an image layer per organelle showing where the model is unsure "
+                    "(entropy of the predictions of four flips, 0-1): where to correct first")
         self.advanced_widgets = [self.tile_size_spin, self.overlap_spin, self.tta_check,
+                                 self.uncertainty_check,
                                  self.pixel_size_spin]
         self.controls = TaskControls("Run", run_tooltip="Segment the chosen organelles")
         self.run_button = self.controls.run_button
@@ -651,6 +662,7 @@ class SegmentWidget(SingleTaskDock, Container):
             "tile_size": tile,
             "overlap": float(self.overlap_spin.value),
             "tta": bool(self.tta_check.value),
+            "uncertainty": bool(self.uncertainty_check.value),
             "pixel_size_nm": float(self.pixel_size_spin.value) or None,
             "volume": False,
         }
@@ -712,6 +724,7 @@ class SegmentWidget(SingleTaskDock, Container):
         instead of freezing for all of them at once.
         """
         layers: list[Labels] = []
+        maps: list[Image] = []
         notes: list[str] = []
         found: list[str] = []
         nothing: list[str] = []
@@ -730,8 +743,13 @@ class SegmentWidget(SingleTaskDock, Container):
                 where = class_name if len(results) == 1 else f"{class_name} in {job.source}"
                 amount = amounts[class_name]
                 (found if amount else nothing).append(f"{where}: {amount}" if amount else where)
+            for class_name, values in result.uncertainty.items():
+                maps.append(show_uncertainty(self.viewer, values, class_name, job.source,
+                                             transform or job.transform))
+                yield
             notes.extend(note for note in result.notes if note not in notes)
         self.last_layers = layers
+        self.last_uncertainty_layers = maps
         self.last_result = _merge_results([outcome.result for outcome in results])
 
         for note in notes:
@@ -747,6 +765,16 @@ class SegmentWidget(SingleTaskDock, Container):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def show_uncertainty(viewer: napari.viewer.Viewer, values: np.ndarray, class_name: str,
+                     source: str, transform: Mapping[str, Any]) -> Image:
+    """Add (or update) the uncertainty map of one class as an Image layer over its labels."""
+    tag = {"source": source, "class": class_name, "role": "uncertainty"}
+    return update_or_add_layer(
+        viewer, Image, values, tag=tag, transform=transform,
+        name=f"{class_name} uncertainty", colormap="inferno", contrast_limits=(0.0, 1.0),
+        blending="additive", opacity=0.6)
 
 
 def _ngff_folder(layer: Image) -> str | None:
