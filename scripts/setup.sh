@@ -55,6 +55,12 @@ install_python_packages() {
   fi
   echo "napari-organelle: installing Python packages into $venv (first time: several minutes)"
   "$venv/bin/python" -m pip install -q -e "$repo[$extras]" 2>&1 | grep -v "is ignored" || true
+  if [[ ",$extras," == *",testing,"* ]]; then
+    # bioimageio.core (the tests' bioimage.io validator) pins a bioimageio.spec whose
+    # serializers break on today's pydantic-core; 0.5.14 works with it (see pyproject.toml).
+    "$venv/bin/python" -m pip install -q --no-deps "bioimageio.spec>=0.5.14" 2>&1 \
+      | grep -v "is ignored" || true
+  fi
   "$venv/bin/python" -c "import napari_organelle, torch, napari" # fail here, not later
   echo "$want" > "$stamp"
 }

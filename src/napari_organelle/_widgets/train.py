@@ -9,7 +9,9 @@ training loss and the validation Dice per class as it goes. At the end (or
 on Cancel, which keeps the best model so far) the result is kept as a new
 version of the model, and a table compares the base and the new model on the
 held-out validation images. "Use this model" makes it the version in use;
-the versions list rolls back to an older one.
+the versions list rolls back to an older one, and "Export for bioimage.io…"
+writes the chosen version as a bioimage.io model zip
+(:func:`napari_organelle.bioimageio.export_bioimageio`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from magicgui.widgets import (
     SpinBox,
     Table,
 )
-from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QStyledItemDelegate
+from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QSizePolicy, QStyledItemDelegate
 
+from ..bioimageio import SUFFIX as BIOIMAGEIO_SUFFIX
+from ..bioimageio import export_bioimageio_iter
 from ..devices import available_devices
 from ..errors import InputError, OrganelleError
 from ..models import ClassSpec, ModelCard, ModelInfo, list_models
@@ -54,6 +58,7 @@ from ._training_plot import TrainingPlot
 __all__ = ["TrainWidget"]
 
 TASK = "Training"
+EXPORT_TASK = "Export for bioimage.io"
 NO_LIMIT = 0
 
 
@@ -79,6 +84,8 @@ class TrainWidget(SingleTaskDock, Container):
         use_button: makes the trained version the one in use.
         versions_combo: versions of the model named in :attr:`name_edit`.
         rollback_button: makes the version chosen in :attr:`versions_combo` the one in use.
+        export_button: asks for a file and writes the chosen version as a bioimage.io zip
+            (:meth:`export_selected_version`).
         last_result: the latest run's result (None before).
     """
 
@@ -154,11 +161,18 @@ class TrainWidget(SingleTaskDock, Container):
                                        tooltip="Versions of the model named in 'Save as'")
         self.rollback_button = PushButton(name="rollback", text="Use selected version",
                                           tooltip="Roll back (or forward) to this version")
+        self.export_button = PushButton(
+            name="export_bioimageio", text="Export for bioimage.io…",
+            tooltip="Write the selected version as a bioimage.io model zip (weights, test "
+                    "images, documentation) to share or upload")
+        version_buttons = Container(widgets=[self.rollback_button, self.export_button],
+                                    layout="horizontal", labels=False)
+        version_buttons.margins = (0, 0, 0, 0)
 
         self.extend([self.base_combo, self.data_list, self.new_classes_edit, self.minutes_spin,
                      self.name_edit, self.advanced_check, *self.advanced_widgets, self.controls,
                      self.plot_box, self.results_label, self.results_table, self.use_button,
-                     self.versions_combo, self.rollback_button])
+                     self.versions_combo, version_buttons])
         self._show_advanced(False)
 
         self.base_combo.changed.connect(self._on_base_changed)
@@ -167,6 +181,7 @@ class TrainWidget(SingleTaskDock, Container):
         self.start_button.clicked.connect(self.start)
         self.use_button.clicked.connect(self.use_trained_model)
         self.rollback_button.clicked.connect(self.use_selected_version)
+        self.export_button.clicked.connect(self.choose_export_file)
         self.native.destroyed.connect(connect_model_list(self.refresh_models))
         self._on_base_changed(self.base_combo.value)
         join_organelle_tabs(self.native)
@@ -278,6 +293,51 @@ class TrainWidget(SingleTaskDock, Container):
             self.controls.report_error("no version chosen")
             return
         self._activate(info)
+
+    def choose_export_file(self) -> None:
+        """Ask where to write the chosen version for bioimage.io, then export it (the button)."""
+        info = self.versions_combo.value
+        if info is None:
+            self.controls.report_error("no version chosen")
+            return
+        path = self._ask_save_path(Path.home() / f"{info.name}-{info.version}{BIOIMAGEIO_SUFFIX}")
+        if path is not None:
+            self.export_selected_version(path)
+
+    def export_selected_version(self, path: str | os.PathLike) -> None:
+        """Write the version chosen in the versions list as a bioimage.io zip at ``path``.
+
+        Runs in the background with the dock's progress bar (not while training);
+        the status line says where the zip went.
+
+        Args:
+            path: the zip (``.zip`` is added when missing).
+        """
+        info = self.versions_combo.value
+        if info is None:
+            self.controls.report_error("no version chosen")
+            return
+        if self.running:
+            self.controls.report_error("wait until the running task ends (or cancel it)")
+            return
+        path = Path(path)
+        if path.suffix.lower() != ".zip":
+            path = path.with_name(path.name + ".zip")
+        notes: list[str] = []
+
+        def done(written: Path) -> None:
+            extra = " ".join(f"Note: {note}." for note in notes)
+            self.controls.set_status(f"Exported {info.full_name} for bioimage.io to "
+                                     f"{written}. {extra}".strip())
+
+        self.controls.start(export_bioimageio_iter(info.path, path, notes=notes),
+                            task=EXPORT_TASK, on_returned=done)
+
+    def _ask_save_path(self, suggested: Path) -> Path | None:
+        """A file chosen in a save dialog, or None when cancelled (tests replace this)."""
+        chosen, _ = QFileDialog.getSaveFileName(self.native, "Export for bioimage.io",
+                                                str(suggested), "bioimage.io model (*.zip)")
+        return Path(chosen) if chosen else None
 
     def _activate(self, info: ModelInfo) -> None:
         try:

@@ -6,6 +6,7 @@
     napari-organelle models show em-lab@2            # card and lineage of one version
     napari-organelle models activate em-lab@1        # roll back: use version 1 again
     napari-organelle models export em-lab@2 /media/usb
+    napari-organelle models export em-lab@2 ~/share --format bioimageio   # a bioimage.io zip
     napari-organelle models import /media/usb/em-lab@2
 """
 
@@ -40,7 +41,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("model", help="NAME@VERSION (or NAME: the version in use)")
     export.add_argument("folder", type=Path,
                         help="destination (created; an existing one gets a NAME@VERSION "
-                             "sub-folder)")
+                             "sub-folder); with --format bioimageio a folder that receives "
+                             "NAME-VERSION.bioimageio.zip, or the zip's path (ending in .zip)")
+    export.add_argument("--format", dest="export_format", choices=("folder", "bioimageio"),
+                        default="folder",
+                        help="folder: card and weights for napari-organelle (default); "
+                             "bioimageio: a bioimage.io model zip (rdf.yaml, PyTorch and ONNX "
+                             "weights, test tensors, documentation)")
+    export.add_argument("--author", dest="authors", action="append", metavar="NAME",
+                        help="bioimageio: an author of the model (repeat for several; default: "
+                             "the card's, else napari-organelle contributors)")
+    export.add_argument("--license", metavar="SPDX",
+                        help="bioimageio: licence of the weights (default: the card's, else "
+                             "BSD-3-Clause)")
 
     imported = actions.add_parser("import", help="install an exported version")
     imported.add_argument("folder", type=Path, help="the exported folder")
@@ -56,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if action == "activate":
         return _activate(args.model)
     if action == "export":
+        if args.export_format == "bioimageio":
+            return _export_bioimageio(args.model, args.folder, args.authors, args.license)
+        if args.authors or args.license:
+            from ..errors import InputError
+
+            raise InputError("--author and --license are for --format bioimageio")
         return _export(args.model, args.folder)
     if action == "import":
         return _import(args.folder, args.name, args.activate)
@@ -117,6 +136,18 @@ def _export(spec: str, folder: Path) -> int:
     from ..models.versions import export_version
 
     print(f"exported to {export_version(spec, folder)}")
+    return 0
+
+
+def _export_bioimageio(spec: str, destination: Path, authors: list[str] | None,
+                       license: str | None) -> int:
+    from ..bioimageio import export_bioimageio
+
+    notes: list[str] = []
+    path = export_bioimageio(spec, destination, authors=authors, license=license, notes=notes)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"exported for bioimage.io to {path}")
     return 0
 
 
