@@ -180,8 +180,14 @@ def run_set(args: argparse.Namespace, name: str, entry: dict[str, Any], save: An
     for seed in args.seeds:
         order = np.random.default_rng(seed).permutation(len(pool))
         choices[f"random-{seed}"] = [pool[i] for i in order]
-    entry["choices"] = {arm: [[t.stem, *t.box] for t in tiles[:max(args.k)]]
-                        for arm, tiles in choices.items()}
+    chosen_now = {arm: [[t.stem, *t.box] for t in tiles[:max(args.k)]]
+                  for arm, tiles in choices.items()}
+    for arm, tiles in chosen_now.items():
+        if entry.get("choices", {}).get(arm) not in (None, tiles):
+            # The arm now picks other tiles (its code changed): its scores are stale.
+            for label in [label for label in runs if label.split("@")[0] == arm]:
+                del runs[label]
+    entry["choices"] = chosen_now
     save()
     for k in args.k:
         for arm, tiles in choices.items():

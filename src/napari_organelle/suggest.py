@@ -10,7 +10,11 @@ the best-scoring tiles greedily, skipping any tile that lies within
 ``spacing`` tiles of one already taken in the same plane, or in a plane within
 ``z_spacing`` of it along the stack's last axis (the same structure seen again
 a section away): ten neighbouring tiles of one uncertain cell would teach the
-model one thing ten times.
+model one thing ten times. The same structure can also come back in another
+file (the sections of one volume saved as separate images), so each tile's
+score is also discounted by how much its *pattern* of uncertainty (an 8 x 8
+thumbnail of its map) correlates with that of a tile already taken: a tile
+whose pattern correlates 0.9 with a chosen one keeps a tenth of its score.
 
 What a unit is follows the input: tiles of a large image, planes of a stack
 (tiles of each plane), images of a folder (one tile each when they are small).
@@ -32,7 +36,7 @@ import io
 import json
 import os
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 from typing import Any
 
@@ -67,6 +71,7 @@ class Region:
     score: float
     per_class: dict[str, float]
     rank: int = 0
+    pattern: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         """A short line for a list: ``3. plane 4, y 0-256, x 256-512 (unsure 0.41)``."""
@@ -116,8 +121,36 @@ def candidate_regions(maps: Mapping[str, np.ndarray], tile: int = TILE,
             window = (*plane, slice(box[0], box[2]), slice(box[1], box[3]))
             per_class = {name: float(np.nanmean(maps[name][window])) for name in names}
             score = float(np.mean(list(per_class.values())))
-            regions.append(Region(source, tuple(int(i) for i in plane), box, score, per_class))
+            combined = np.mean([maps[name][window] for name in names], axis=0)
+            regions.append(Region(source, tuple(int(i) for i in plane), box, score, per_class,
+                                  pattern=thumbnail(combined)))
     return regions
+
+
+def thumbnail(values: np.ndarray, size: int = 8) -> tuple[float, ...]:
+    """Block means of a 2-D map on a ``size`` x ``size`` grid, centred and scaled to unit norm.
+
+    Two thumbnails' dot product is then the correlation of their patterns.
+
+    Examples:
+        >>> ramp = np.tile(np.arange(16.0), (16, 1))
+        >>> round(float(np.dot(thumbnail(ramp), thumbnail(2 * ramp + 1))), 3)
+        1.0
+    """
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    rows = np.array_split(np.arange(values.shape[0]), min(size, values.shape[0]))
+    cols = np.array_split(np.arange(values.shape[1]), min(size, values.shape[1]))
+    grid = np.array([[values[np.ix_(r, c)].mean() for c in cols] for r in rows]).ravel()
+    grid -= grid.mean()
+    norm = np.linalg.norm(grid)
+    return tuple(float(v) for v in (grid / norm if norm > 1e-12 else grid))
+
+
+def _similarity(first: Region, second: Region) -> float:
+    if first.pattern is None or second.pattern is None or \
+            len(first.pattern) != len(second.pattern):
+        return 0.0
+    return max(0.0, float(np.dot(first.pattern, second.pattern)))
 
 
 def _too_close(first: Region, second: Region, tile: int, spacing: int, z_spacing: int) -> bool:
@@ -136,6 +169,10 @@ def choose_diverse(candidates: Iterable[Region], n: int, tile: int = TILE, spaci
                    z_spacing: int = 1) -> list[Region]:
     """The ``n`` best regions, greedily, none within ``spacing`` tiles of a better one.
 
+    Each step takes the region with the highest score times its discount; the
+    discount of every region left is then multiplied by one minus the (positive)
+    correlation of its uncertainty pattern with the region just taken.
+
     Args:
         candidates: scored regions (:func:`candidate_regions`, of one or many images).
         n: how many to keep.
@@ -149,19 +186,22 @@ def choose_diverse(candidates: Iterable[Region], n: int, tile: int = TILE, spaci
     """
     if n < 1:
         raise InputError(f"the queue needs at least one region, not {n}")
-    ordered = sorted(candidates, key=lambda region: (-region.score, region.source,
-                                                     region.plane, region.box))
+    remaining = [region for region in candidates if np.isfinite(region.score)]
+    remaining.sort(key=lambda region: (region.source, region.plane, region.box))
+    discount = np.ones(len(remaining))
     chosen: list[Region] = []
-    for region in ordered:
-        if len(chosen) == n:
-            break
-        if not np.isfinite(region.score):
-            continue
-        if any(_too_close(region, other, tile, spacing, z_spacing) for other in chosen):
-            continue
-        chosen.append(region)
-    return [Region(r.source, r.plane, r.box, r.score, r.per_class, rank)
-            for rank, r in enumerate(chosen, start=1)]
+    while remaining and len(chosen) < n:
+        scores = np.array([region.score for region in remaining]) * discount
+        best = int(np.argmax(scores))  # ties: the first in (source, plane, box) order
+        pick = remaining.pop(best)
+        discount = np.delete(discount, best)
+        chosen.append(pick)
+        keep = [i for i, region in enumerate(remaining)
+                if not _too_close(region, pick, tile, spacing, z_spacing)]
+        remaining = [remaining[i] for i in keep]
+        discount = discount[keep] * np.array(
+            [1.0 - _similarity(region, pick) for region in remaining]) if keep else discount[:0]
+    return [replace(region, rank=rank) for rank, region in enumerate(chosen, start=1)]
 
 
 def rank_regions(maps: Mapping[str, np.ndarray], n: int, tile: int = TILE,
@@ -216,8 +256,8 @@ def write_suggestions(path: str | os.PathLike, regions: Sequence[Region],
 
     path = os.fspath(path)
     if path.endswith(".json"):
-        text = json.dumps({"model": model, "regions": [asdict(r) for r in regions]},
-                          indent=1) + "\n"
+        rows = [{k: v for k, v in asdict(r).items() if k != "pattern"} for r in regions]
+        text = json.dumps({"model": model, "regions": rows}, indent=1) + "\n"
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
