@@ -140,3 +140,62 @@ def test_em_recipe_reads_the_shared_data_with_unannotated_classes_ignored(shared
     boundary = config.card.class_names.index("cell_boundary")
     assert set(np.unique(images[0].target[boundary])) <= {0, 1, IGNORE}
     assert (images[0].target[boundary] == 1).any()
+
+
+# ---------------------------------------------------------------------- evidence per class
+
+
+def test_class_evidence_tells_real_tested_from_simulation_only_classes():
+    from napari_organelle.models.evidence import REAL, SIMULATION_ONLY, UNTESTED, class_evidence
+
+    card = tiny_card(classes=[ClassSpec("mitochondria", "instance"), ClassSpec("cell_boundary"),
+                              ClassSpec("er"), ClassSpec("golgi"), ClassSpec("lysosomes")])
+    card.recipe = {"datasets": [{"path": "lab-em", "class_map": {"mito": "mitochondria"}}]}
+    card.metrics = {
+        "validation": {"golgi": 0.61},
+        "test": {"lab-em": {"mito": {"dice": 0.8}},  # through the recipe's class map
+                 "em-drosophila-vnc": {"membranes": {"dice": 0.85, "iou": 0.7}},  # synonym
+                 "simulated-test": {"mitochondria": {"dice": 0.9}, "lysosomes": {"dice": 0.7}},
+                 "em-missing": {"skipped": "not found"}}}
+    card.extra["class_evidence"] = {"er": "simulation only"}
+    evidence = class_evidence(card)
+    assert list(evidence) == card.class_names
+    assert evidence["mitochondria"].status == REAL
+    assert evidence["mitochondria"].scores == {"lab-em": 0.8}  # simulated scores left out
+    assert evidence["cell_boundary"].describe() == "tested on em-drosophila-vnc: Dice 0.85"
+    assert evidence["er"].status == SIMULATION_ONLY and evidence["er"].mark
+    assert evidence["er"].describe() == "simulation only: no real test data"
+    assert evidence["lysosomes"].status == SIMULATION_ONLY  # scored on simulated images only
+    assert "simulated-test: Dice 0.70" in evidence["lysosomes"].describe()
+    assert evidence["golgi"].status == UNTESTED and not evidence["golgi"].mark
+    assert "validation Dice 0.61" in evidence["golgi"].describe()
+    assert evidence["mitochondria"].mark == ""
+
+
+def test_the_bundled_em_model_is_real_tested_for_every_class():
+    from napari_organelle.models.evidence import REAL, class_evidence
+    from napari_organelle.models.registry import BUNDLED_DIR
+
+    card = ModelCard.load(BUNDLED_DIR / "em-organelles" / CARD_FILE)
+    assert {name: item.status for name, item in class_evidence(card).items()} == {
+        "mitochondria": REAL, "cell_boundary": REAL}
+
+
+def test_simulation_only_classes_of_a_recipe_and_after_continuing():
+    from napari_organelle.models.evidence import (
+        continued_simulation_only,
+        simulation_only_classes,
+    )
+
+    names = ["mitochondria", "cell_boundary", "er"]
+    recipe = {"simulated": {"n_train": 10},
+              "datasets": [{"path": "em-set", "class_map": {"membranes": "cell_boundary"}}]}
+    assert simulation_only_classes(recipe, names) == ["mitochondria", "er"]
+    assert simulation_only_classes({"datasets": []}, names) == []  # no simulated images
+
+    base = tiny_card(classes=[ClassSpec("mitochondria", "instance"), ClassSpec("cell_boundary")])
+    base.recipe = {"datasets": [{"path": "em-set", "class_map": {"mito": "mitochondria"}}]}
+    # mitochondria were learnt from real images by the base; er is new to it
+    assert continued_simulation_only(["mitochondria", "er"], base) == ["er"]
+    base.extra["class_evidence"] = {"mitochondria": "simulation only"}
+    assert continued_simulation_only(["mitochondria", "er"], base) == ["mitochondria", "er"]

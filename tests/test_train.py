@@ -37,12 +37,19 @@ from napari_organelle.training.finetune import (
     default_work_dir,
     finetune,
     finetune_iter,
+    new_classes,
     read_run,
     register_run,
     resume_settings,
     write_run,
 )
-from napari_organelle.training.sources import load_source, match_classes, split_by_group
+from napari_organelle.training.recipe import load_recipe
+from napari_organelle.training.sources import (
+    data_classes,
+    load_source,
+    match_classes,
+    split_by_group,
+)
 from napari_organelle.training.trainer import _starting_model
 
 from ._datasets import disc_sample, write_dataset
@@ -132,6 +139,30 @@ def test_data_classes_match_model_classes_by_name_synonym_or_map():
 
 
 # ---------------------------------------------------------------------- new classes
+
+def test_new_classes_are_the_data_classes_the_base_lacks_with_their_kind(home, tmp_path):
+    store = open_store(tmp_path / "store", classes=["mitochondria", "synapses", "golgi"])
+    rng = np.random.default_rng(2)
+    for index in range(2):
+        image, masks = disc_sample(rng, 64)
+        objects = masks["er"].astype(np.uint16) * (index + 1)
+        store.save(image, {"mitochondria": masks["mitochondria"]}, reviewed=True,
+                   provenance={"source_path": f"cell{index}.tif"},
+                   instances={"synapses": objects})
+    data = write_dataset(tmp_path / "lab-set", n_images=1, classes=("membranes", "er"))
+    (data / "train" / "instances" / "er").mkdir(parents=True)  # er saved as objects there
+
+    found = data_classes([store.path, data, tmp_path / "not-data"])
+    assert [(item.name, item.kind) for item in found] == [
+        ("mitochondria", "semantic"), ("synapses", "instance"),  # golgi: no sample
+        ("er", "instance"), ("membranes", "semantic")]
+    assert found[2].sources == ("lab-set",)
+    added = new_classes("tiny-em", [store.path, data])
+    assert [item.name for item in added] == ["synapses", "er"]
+    assert added[0].spec(color="#8c564b") == ClassSpec("synapses", "instance", "#8c564b")
+    assert [item.name for item in new_classes("tiny-em", [data], {"er": "membranes"})] == []
+
+
 
 
 def test_added_class_keeps_old_outputs_identical_at_step_zero(home, tmp_path):
@@ -312,6 +343,44 @@ def test_train_cli_end_to_end(home, lab_set, capsys):
 
     assert main(["train", "--base", "tiny-em", "--out", "lab"]) == 1
     assert "needs --data" in capsys.readouterr().err
+
+
+def test_train_cli_adds_the_data_classes_the_base_lacks(home, lab_set, capsys):
+    base_dir = home / "models" / "tiny-em" / "0"
+    card = json.loads((base_dir / "card.json").read_text())
+    card["extra"]["class_evidence"] = {"mitochondria": "simulation only",
+                                       "membranes": "simulation only"}
+    (base_dir / "card.json").write_text(json.dumps(card))
+    common = ["train", "--base", "tiny-em", "--data", str(lab_set), "--iterations", "2",
+              "--crop", "64", "--batch-size", "2", "--validate-every", "2", "--threads", "1",
+              "--val-fraction", "0.25"]
+    assert main([*common, "--out", "lab", "--add-classes", "golgi"]) == 1
+    assert "no labels of 'golgi'" in capsys.readouterr().err
+    assert main([*common, "--out", "lab", "--add-classes"]) == 0  # alone: every new class
+    card = load_model("lab").card
+    assert card.class_names == ["mitochondria", "membranes", "er"]
+    assert card.class_spec("er").kind == "semantic"  # as the data set saves it
+    # learnt from the lab's (real) images now; membranes were not in the data
+    assert card.extra["class_evidence"] == {"membranes": "simulation only"}
+
+
+def test_a_recipe_with_simulated_images_marks_the_classes_no_real_set_teaches(
+        home, tmp_path, monkeypatch):
+    monkeypatch.setattr("napari_organelle.training.simulated.simulated_images",
+                        lambda *args, **kwargs: [])
+    recipe = {"card": tiny_card(classes=[ClassSpec("mitochondria", "instance"),
+                                         ClassSpec("er")]).to_dict(),
+              "simulated": {"n_train": 1, "n_val": 1}, "datasets": [], "training": {}}
+    path = tmp_path / "sim.json"
+    path.write_text(json.dumps(recipe))
+    config, _ = load_recipe(path, tmp_path / "run")
+    assert config.card.extra["class_evidence"] == {"mitochondria": "simulation only",
+                                                   "er": "simulation only"}
+
+    # Continuing from a base that learnt mitochondria from real images: only er stays marked.
+    config.base = "tiny-em"
+    card, _network, _parent = _starting_model(config)
+    assert card.extra["class_evidence"] == {"er": "simulation only"}
 
 
 # ---------------------------------------------------------------------- the run record

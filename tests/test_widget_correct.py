@@ -584,3 +584,42 @@ def test_plane_lists_are_parsed_or_explained():
         with pytest.raises(InputError, match=message):
             parse_plane_list(text, 8)
 
+
+
+# -------------------------------------------------------------- labels painted from scratch
+
+
+def test_a_labels_layer_painted_from_scratch_is_saved_as_its_class(make_napari_viewer, qtbot,
+                                                                    store_path, messages):
+    """The dock is open; the annotator adds an empty Labels layer, names it, paints objects."""
+    viewer = make_napari_viewer()
+    viewer.add_image(cell_image((64, 64)), name="cell")
+    widget = make_widget(viewer, store_path)
+    layer = viewer.add_labels(np.zeros((64, 64), np.uint8))  # the 'new labels layer' button
+    (row,) = widget.layer_rows
+    assert row.selected and row.class_edit.value == "" and row.kind_combo.value == "mask"
+    layer.name = "synapses"
+    (row,) = widget.layer_rows
+    assert row.class_edit.value == "synapses"  # follows the name until typed in
+    layer.brush_size = 7
+    for label, centre in enumerate([(12, 12), (12, 50), (50, 30)], start=1):
+        layer.paint(centre, label)
+    save(qtbot, widget)
+    assert widget.save_controls.last_error is None, widget.save_controls.last_error
+    assert row.kind_combo.value == "objects"  # labels above 1: objects, as the row now says
+    (record,) = TrainingStore(store_path).samples()
+    assert record.classes == ("synapses",) and record.instance_classes == ("synapses",)
+    ids = TrainingStore(store_path).load_instances(record.id)["synapses"]
+    assert set(np.unique(ids)) == {0, 1, 2, 3}
+
+    # A choice typed by the annotator is kept, whatever the layer holds.
+    second = viewer.add_labels(np.zeros((64, 64), np.uint8), name="vesicles")
+    (row,) = [row for row in widget.layer_rows if row.layer is second]
+    row.class_edit.value = "small_vesicles"
+    row.kind_combo.value = "objects"
+    second.name = "vesicles 2"
+    (row,) = [row for row in widget.layer_rows if row.layer is second]
+    assert row.class_edit.value == "small_vesicles" and row.kind_combo.value == "objects"
+    second.paint((30, 30), 1)
+    widget.choices()
+    assert row.kind_combo.value == "objects"

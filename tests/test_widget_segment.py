@@ -23,7 +23,7 @@ pytest.importorskip("napari")
 from napari.layers import Labels
 from napari.utils.notifications import ErrorNotification
 from napari.utils.progress import progress
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 
 from napari_organelle._widgets._layers import METADATA_KEY, find_result_layers
 from napari_organelle._widgets._tasks import TaskControls
@@ -627,3 +627,44 @@ def test_uncertainty_maps_are_added_as_image_layers(make_napari_viewer, qtbot, t
     assert widget.last_result.settings["tta"] is True
     run_and_wait(qtbot, widget)  # again: the maps are updated, not added twice
     assert sum(layer.name.endswith("uncertainty") for layer in viewer.layers) == 2
+
+
+# ---------------------------------------------------------------------- evidence per class
+
+
+def test_each_class_says_how_it_was_tested_and_simulation_only_ones_are_marked(
+        make_napari_viewer, tmp_path):
+    card = tiny_card("tiny-evidence", "em", [ClassSpec("mitochondria", "instance"),
+                                             ClassSpec("cell_boundary", "semantic"),
+                                             ClassSpec("er", "semantic")])
+    card.metrics = {"validation": {"er": 0.5},
+                    "test": {"em-drosophila-vnc": {"mitochondria": {"dice": 0.8802},
+                                                   "membranes": {"dice": 0.8457}},
+                             "simulated-test": {"er": {"dice": 0.7}}}}
+    card.extra["class_evidence"] = {"er": "simulation only"}
+    folder = save_model((card, build_network(card)), tmp_path / "tiny-evidence")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32)), name="cell")
+    widget = make_widget(viewer)
+    widget.load_model_file(folder)
+
+    boxes = widget.class_checkboxes
+    assert list(boxes) == ["mitochondria", "cell_boundary", "er"]  # names stay the keys
+    assert boxes["mitochondria"].text == "mitochondria"
+    assert "tested on em-drosophila-vnc: Dice 0.88" in boxes["mitochondria"].tooltip
+    assert "em-drosophila-vnc: Dice 0.85" in boxes["cell_boundary"].tooltip  # as 'membranes'
+    assert boxes["er"].text == "er (simulation only)"
+    assert "simulation only: no real test data" in boxes["er"].tooltip
+    assert widget.selected_classes == ["mitochondria", "cell_boundary", "er"]
+
+    # One-channel fluorescence models show it in each channel's organelle list.
+    card.name, card.modality = "tiny-evidence-fluo", "fluorescence"
+    folder = save_model((card, build_network(card)), tmp_path / "tiny-evidence-fluo")
+    widget.load_model_file(folder)
+    combo = widget.channel_combos["cell"]
+    texts = [combo.native.itemText(i) for i in range(combo.native.count())]
+    assert texts[1:] == ["mitochondria", "cell_boundary", "er (simulation only)"]
+    combo.value = "er"
+    assert widget.channel_assignments == {"cell": "er"}
+    tip = combo.native.itemData(3, Qt.ItemDataRole.ToolTipRole)
+    assert tip.startswith("er: simulation only")

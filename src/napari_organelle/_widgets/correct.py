@@ -108,17 +108,26 @@ OBJECTS = "objects"
 class LabelLayerRow(Container):
     """One Labels layer in the widget: use it or not, its class name, mask or objects.
 
+    The class name and the kind start as guessed from the layer
+    (:func:`guess_class_name`, :func:`guess_objects`) and follow it (a rename, labels
+    painted into a new layer) until the annotator changes them
+    (:meth:`follow_layer`).
+
     Attributes:
         layer: the Labels layer.
         use_check: save this layer (its text is the layer's name).
         class_edit: the class the layer holds, as named in the store.
         kind_combo: ``mask`` (0/1) or ``objects`` (one id per object).
+        class_edited: the annotator typed the class name.
+        kind_edited: the annotator chose the kind.
     """
 
     def __init__(self, layer: Labels, *, use: bool, class_name: str, objects: bool) -> None:
         super().__init__(layout="horizontal", labels=False)
         self.margins = (0, 0, 0, 0)
         self.layer = layer
+        self.class_edited = False
+        self.kind_edited = False
         self.use_check = CheckBox(text=layer.name, value=use,
                                   tooltip=f"Save the labels of layer '{layer.name}'")
         self.class_edit = LineEdit(value=class_name,
@@ -129,16 +138,54 @@ class LabelLayerRow(Container):
                                            "objects: each object has its own label")
         self.class_edit.min_width = 80  # a long layer name must not squeeze the class away
         self.extend([self.use_check, self.class_edit, self.kind_combo])
+        self._following = False
+        self.class_edit.changed.connect(self._on_class_edited)
+        self.kind_combo.changed.connect(self._on_kind_edited)
 
     @property
     def selected(self) -> bool:
         """The layer is to be saved."""
         return bool(self.use_check.value)
 
+    def follow_layer(self) -> None:
+        """Guess the class name and kind again from the layer, unless the annotator set them.
+
+        A Labels layer made with napari's button starts empty and unnamed;
+        renamed ``synapses`` and painted with labels 1, 2, 3 it is class
+        ``synapses``, saved as objects.
+        """
+        self._following = True
+        try:
+            if not self.class_edited:
+                self.class_edit.value = guess_class_name(self.layer)
+            if not self.kind_edited:
+                self.kind_combo.value = OBJECTS if guess_objects(self.layer) else MASK
+        finally:
+            self._following = False
+
+    def keep_choices_of(self, old: LabelLayerRow) -> None:
+        """Take over what the annotator set in ``old``, the row of the same layer."""
+        self.use_check.value = old.selected
+        self._following = True
+        try:
+            self.class_edit.value = old.class_edit.value
+            self.kind_combo.value = old.kind_combo.value
+        finally:
+            self._following = False
+        self.class_edited, self.kind_edited = old.class_edited, old.kind_edited
+
     def class_layer(self) -> ClassLayer:
         """The layer with its class, as typed (checked by :func:`build_save_plan`)."""
         return ClassLayer(self.layer, str(self.class_edit.value).strip(),
                           self.kind_combo.value == OBJECTS)
+
+    def _on_class_edited(self, _value: Any = None) -> None:
+        if not self._following:
+            self.class_edited = True
+
+    def _on_kind_edited(self, _value: Any = None) -> None:
+        if not self._following:
+            self.kind_edited = True
 
 
 class CorrectWidget(Container):
@@ -309,12 +356,13 @@ class CorrectWidget(Container):
                 continue  # shown with a loaded sample, not a class
             old = previous.get(layer.name)
             if old is not None and old.layer == layer:
-                use, name = old.selected, str(old.class_edit.value)
-                objects = old.kind_combo.value == OBJECTS
+                row = LabelLayerRow(layer, use=old.selected, class_name="", objects=False)
+                row.keep_choices_of(old)
+                row.follow_layer()  # renamed, perhaps
             else:
-                use = belongs_to(layer, image)
-                name, objects = guess_class_name(layer), guess_objects(layer)
-            row = LabelLayerRow(layer, use=use, class_name=name, objects=objects)
+                row = LabelLayerRow(layer, use=belongs_to(layer, image),
+                                    class_name=guess_class_name(layer),
+                                    objects=guess_objects(layer))
             self.layer_rows.append(row)
             self.layers_box.append(row)
         if not self.layer_rows:
@@ -337,7 +385,14 @@ class CorrectWidget(Container):
     # ------------------------------------------------------------------ saving
 
     def choices(self) -> SaveChoices:
-        """What the annotator chose in the widget, for :func:`build_save_plan`."""
+        """What the annotator chose in the widget, for :func:`build_save_plan`.
+
+        Rows the annotator left as guessed are guessed again first, from what the
+        layers hold now (labels painted since the row was made).
+        """
+        for row in self.layer_rows:
+            if row.selected:
+                row.follow_layer()
         return SaveChoices(
             image=self.image_combo.value,
             class_layers=[row.class_layer() for row in self.layer_rows if row.selected],

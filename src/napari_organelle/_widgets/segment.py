@@ -30,6 +30,7 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
 
 from ..blockwise import needs_blockwise
 from ..devices import available_devices
@@ -38,6 +39,7 @@ from ..image_input import prepare_image
 from ..inference import SegmentationResult
 from ..modality import image_modality
 from ..models import ModelCard, ModelInfo, list_models
+from ..models.evidence import class_evidence
 from ..models.io import CARD_FILE, WEIGHTS_FILE
 from ..models.versions import active_version
 from ..progress import Progress
@@ -250,7 +252,10 @@ class SegmentWidget(SingleTaskDock, Container):
         model_file: loads a model that is not installed (its ``model.safetensors``
             or ``card.json``).
         device_combo: ``auto`` or a device of this machine.
-        classes_box: one checkbox per organelle of the model (one-image mode).
+        classes_box: one checkbox per organelle of the model (one-image mode); its
+            tooltip says how the class was tested, and a class learnt and tested on
+            simulated images only reads ``er (simulation only)``
+            (:func:`~napari_organelle.models.evidence.class_evidence`).
         class_checkboxes: those checkboxes, by class name.
         channels_box: one organelle choice per image layer (channel mode).
         channel_combos: those choices, by layer name; value is a class name or None.
@@ -560,10 +565,13 @@ class SegmentWidget(SingleTaskDock, Container):
         self.class_checkboxes = {}
         if self._card is None:
             return
+        evidence = class_evidence(self._card)
         for spec in self._card.classes:
             kind = ("separate objects" if spec.kind == "instance" else "one mask")
-            box = CheckBox(name=f"class_{spec.name}", text=spec.name, value=True,
-                           tooltip=f"{spec.name}: {kind}")
+            known = evidence[spec.name]
+            # The mark is only in the text: the boxes are found by class name.
+            box = CheckBox(name=f"class_{spec.name}", text=spec.name + known.mark, value=True,
+                           tooltip=f"{spec.name}: {kind}; {known.describe()}")
             self.class_checkboxes[spec.name] = box
             self.classes_box.append(box)
 
@@ -575,14 +583,19 @@ class SegmentWidget(SingleTaskDock, Container):
         if not self.fluorescence_mode:
             return
         class_names = self._card.class_names if self._card else []
+        evidence = class_evidence(self._card) if self._card else {}
         for layer in image_layers(self.viewer):
             choice = previous.get(layer.name)
             if choice not in class_names:
                 choice = _guess_class(layer, class_names)
             combo = ComboBox(
                 name=f"channel_{len(self.channel_combos)}", label=layer.name,
-                choices=[(NOT_SEGMENTED, None), *((name, name) for name in class_names)],
+                choices=[(NOT_SEGMENTED, None),
+                         *((name + evidence[name].mark, name) for name in class_names)],
                 value=choice, tooltip=f"The organelle that layer '{layer.name}' shows")
+            for index, name in enumerate(class_names, start=1):  # how each class was tested
+                combo.native.setItemData(index, f"{name}: {evidence[name].describe()}",
+                                         Qt.ItemDataRole.ToolTipRole)
             combo.changed.connect(self._suggest_pixel_size)
             self.channel_combos[layer.name] = combo
             self.channels_box.append(combo)

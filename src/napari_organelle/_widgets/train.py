@@ -1,9 +1,13 @@
 """The Train dock widget: fine-tune a model on a lab's corrections, watch it learn, keep it.
 
 A lab lead picks the base model, the training data (training stores of
-corrections and/or data sets in the shared layout), optionally new classes,
-and a time budget, then presses Start. Training runs
-:func:`napari_organelle.training.finetune.finetune_iter` in napari's thread
+corrections and/or data sets in the shared layout) and a time budget, then
+presses Start. Classes the data annotates that the base model lacks (e.g. a
+Labels layer an annotator painted from scratch and saved with the Correct
+dock) are listed under "New classes", one row each: tick it to learn it, as
+objects or a mask (as saved, by default) and in the colour its layers will
+have (:func:`napari_organelle.training.finetune.new_classes` finds them).
+Training runs :func:`napari_organelle.training.finetune.finetune_iter` in napari's thread
 worker (no extra processes), so the viewer stays usable; the dock plots the
 training loss and the validation Dice per class as it goes. At the end (or
 on Cancel, which keeps the best model so far) the result is kept as a new
@@ -33,21 +37,24 @@ from magicgui.widgets import (
     SpinBox,
     Table,
 )
+from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QSizePolicy, QStyledItemDelegate
 
 from ..bioimageio import SUFFIX as BIOIMAGEIO_SUFFIX
 from ..bioimageio import export_bioimageio_iter
 from ..devices import available_devices
 from ..errors import InputError, OrganelleError
-from ..models import ClassSpec, ModelCard, ModelInfo, list_models
+from ..models import ORGANELLE_COLORS, ClassSpec, ModelCard, ModelInfo, list_models
 from ..models.io import CARD_FILE
 from ..models.versions import active_version, list_versions, set_active
 from ..progress import Progress
 from ..training.finetune import (
+    DataClass,
     FinetuneResult,
     FinetuneSettings,
     default_work_dir,
     finetune_iter,
+    new_classes,
     register_run,
 )
 from ._docks import join_organelle_tabs
@@ -55,11 +62,71 @@ from ._messages import logger
 from ._tasks import SingleTaskDock, TaskControls, connect_model_list, model_list_events
 from ._training_plot import TrainingPlot
 
-__all__ = ["TrainWidget"]
+__all__ = ["COLORS", "MASK", "OBJECTS", "NewClassRow", "TrainWidget"]
 
 TASK = "Training"
 EXPORT_TASK = "Export for bioimage.io"
 NO_LIMIT = 0
+
+# How a new class is learnt (the words of the Correct dock), and the ClassSpec kind.
+OBJECTS = "objects"
+MASK = "mask"
+_KINDS = ((OBJECTS, "instance"), (MASK, "semantic"))
+
+#: Colours offered for a new class (name, hex); the organelles' usual colours come first.
+COLORS: tuple[tuple[str, str], ...] = (
+    ("orange", "#ff7f0e"), ("green", "#2ca02c"), ("blue", "#1f77b4"), ("yellow", "#e6c619"),
+    ("red", "#d62728"), ("purple", "#9467bd"), ("cyan", "#17becf"), ("pink", "#e377c2"),
+    ("brown", "#8c564b"), ("olive", "#bcbd22"), ("grey", "#7f7f7f"), ("white", "#ffffff"),
+)
+
+
+class NewClassRow(Container):
+    """A class of the training data that the base model lacks: learn it or not, kind, colour.
+
+    Args:
+        item: the class, as found in the data.
+        color: the colour chosen at first (hex).
+
+    Attributes:
+        item: the class, as found in the data (name, kind as saved, folders).
+        use_check: learn it as a new class (its text is the class name).
+        kind_combo: ``instance`` (shown as "objects") or ``semantic`` ("mask").
+        color_combo: the hex colour of its layers (shown by name, with a swatch).
+    """
+
+    def __init__(self, item: DataClass, color: str) -> None:
+        super().__init__(layout="horizontal", labels=False)
+        self.margins = (0, 0, 0, 0)
+        self.item = item
+        where = ", ".join(item.sources)
+        self.use_check = CheckBox(text=item.name, value=True,
+                                  tooltip=f"Learn '{item.name}' as a new class (annotated in "
+                                          f"{where})")
+        self.kind_combo = ComboBox(choices=list(_KINDS), value=item.kind,
+                                   tooltip="objects: each object gets its own label (touching "
+                                           "ones split); mask: one 0/1 mask")
+        choices = list(COLORS) if color in dict(COLORS).values() else \
+            [(color, color), *COLORS]
+        self.color_combo = ComboBox(choices=choices, value=color,
+                                    tooltip="Its colour: of its masks in the Segment dock, and "
+                                            "of its line in the plot (objects get a colour "
+                                            "each)")
+        combo = self.color_combo.native
+        for index, (_name, hex_color) in enumerate(choices):
+            swatch = QPixmap(12, 12)
+            swatch.fill(QColor(hex_color))
+            combo.setItemIcon(index, QIcon(swatch))
+        self.extend([self.use_check, self.kind_combo, self.color_combo])
+
+    @property
+    def selected(self) -> bool:
+        """The class is to be learnt."""
+        return bool(self.use_check.value)
+
+    def class_spec(self) -> ClassSpec:
+        """The new model class as chosen in the row."""
+        return ClassSpec(self.item.name, self.kind_combo.value, color=self.color_combo.value)
 
 
 class TrainWidget(SingleTaskDock, Container):
@@ -72,7 +139,8 @@ class TrainWidget(SingleTaskDock, Container):
         viewer: the viewer.
         base_combo: the model to start from (value: a ModelInfo).
         data_list: training stores and/or data set folders.
-        new_classes_edit: classes to add, comma separated (``er, lysosomes:instance``).
+        new_classes_box: one :class:`NewClassRow` per class of the data the base model lacks.
+        new_class_rows: those rows, by class name.
         minutes_spin: time budget in minutes.
         name_edit: model name the result is kept under (a new version of it).
         advanced_check: shows :attr:`advanced_widgets`.
@@ -103,10 +171,11 @@ class TrainWidget(SingleTaskDock, Container):
             options={"mode": "d"},
             tooltip="Training stores (your saved corrections) and/or data set folders "
                     "(train/images, train/masks/<class>); + adds a folder")
-        self.new_classes_edit = LineEdit(
-            name="new_classes", label="New classes", value="",
-            tooltip="Classes the base model lacks, comma separated; add ':instance' for "
-                    "separate objects (e.g. 'er, lysosomes:instance')")
+        self.new_classes_box = Container(
+            name="new_classes", label="New classes", labels=False,
+            tooltip="Classes your training data annotates that the base model lacks: tick "
+                    "the ones to learn, as objects or a mask, and choose their colour")
+        self.new_class_rows: dict[str, NewClassRow] = {}
         self.minutes_spin = SpinBox(name="minutes", label="Time budget (min)", min=1, max=1440,
                                     value=10, tooltip="Training stops after this long and "
                                     "keeps the best model")
@@ -169,13 +238,14 @@ class TrainWidget(SingleTaskDock, Container):
                                     layout="horizontal", labels=False)
         version_buttons.margins = (0, 0, 0, 0)
 
-        self.extend([self.base_combo, self.data_list, self.new_classes_edit, self.minutes_spin,
+        self.extend([self.base_combo, self.data_list, self.new_classes_box, self.minutes_spin,
                      self.name_edit, self.advanced_check, *self.advanced_widgets, self.controls,
                      self.plot_box, self.results_label, self.results_table, self.use_button,
                      self.versions_combo, version_buttons])
         self._show_advanced(False)
 
         self.base_combo.changed.connect(self._on_base_changed)
+        self.data_list.changed.connect(self.refresh_new_classes)
         self.name_edit.changed.connect(self._on_name_edited)
         self.advanced_check.changed.connect(self._show_advanced)
         self.start_button.clicked.connect(self.start)
@@ -193,21 +263,59 @@ class TrainWidget(SingleTaskDock, Container):
         self.base_combo.reset_choices()
         self.versions_combo.reset_choices()
 
+    def refresh_new_classes(self, _value: Any = None) -> None:
+        """List the data's classes that the base model lacks, keeping the choices made."""
+        previous = dict(self.new_class_rows)
+        self.new_classes_box.clear()
+        self.new_class_rows = {}
+        info: ModelInfo | None = self.base_combo.value
+        data = self._data_paths()
+        found: list[DataClass] = []
+        used: set[str] = set()
+        if info is not None and data:
+            try:
+                card = ModelCard.load(Path(info.path) / CARD_FILE)
+                found = new_classes(card, data)
+            except OrganelleError as error:
+                logger.info("new classes not listed: %s", error)
+            else:
+                used = {spec.color for spec in card.classes}
+        for item in found:
+            old = previous.get(item.name)
+            row = NewClassRow(item, old.color_combo.value if old else _free_color(item.name, used))
+            if old is not None:
+                row.use_check.value = old.selected
+                row.kind_combo.value = old.kind_combo.value
+            used.add(row.color_combo.value)
+            self.new_class_rows[item.name] = row
+            self.new_classes_box.append(row)
+        if not found:
+            text = ("none: the training data has no class the base model lacks" if data else
+                    "choose the training data first")
+            self.new_classes_box.append(Label(value=text))
+
+    def chosen_new_classes(self) -> list[ClassSpec]:
+        """The new classes ticked under "New classes", with their kind and colour."""
+        return [row.class_spec() for row in self.new_class_rows.values() if row.selected]
+
+    def _data_paths(self) -> list[Path]:
+        return [Path(p) for p in self.data_list.value if str(p) not in ("", ".")]
+
     # ------------------------------------------------------------------ running
 
     def settings(self) -> FinetuneSettings:
         """The run that Start would begin, checked without reading any image.
 
         Raises:
-            InputError: no model, no data, a bad class list or name.
+            InputError: no model, no data, or a bad name.
         """
         info: ModelInfo | None = self.base_combo.value
         if info is None:
             raise InputError("no base model: install one or train one from a recipe")
-        data = [Path(p) for p in self.data_list.value if str(p) not in ("", ".")]
+        data = self._data_paths()
         settings = FinetuneSettings(
             base=str(info.path), data=data, name=self.name_edit.value.strip(),
-            add_classes=_parse_classes(self.new_classes_edit.value),
+            add_classes=self.chosen_new_classes(),
             minutes=float(self.minutes_spin.value),
             iterations=int(self.max_steps_spin.value) or None,
             val_fraction=float(self.val_fraction_spin.value),
@@ -372,6 +480,7 @@ class TrainWidget(SingleTaskDock, Container):
 
     def _on_base_changed(self, info: ModelInfo | None) -> None:
         if info is None:
+            self.refresh_new_classes()
             self.controls.set_status("No model installed: train one from a recipe first "
                                      "(napari-organelle train --recipe ...).")
             return
@@ -382,6 +491,7 @@ class TrainWidget(SingleTaskDock, Container):
             self.name_edit.value = f"{info.name}-lab" if info.bundled else info.name
             self.name_edit.changed.connect(self._on_name_edited)
         self.versions_combo.reset_choices()
+        self.refresh_new_classes()
         self.controls.set_status(f"Fine-tunes {info.full_name} ({', '.join(info.classes)}).")
 
     def _on_name_edited(self, _value: str) -> None:
@@ -405,18 +515,12 @@ class TrainWidget(SingleTaskDock, Container):
 # ---------------------------------------------------------------------- helpers
 
 
-def _parse_classes(text: str) -> list[ClassSpec]:
-    """``"er, lysosomes:instance"`` -> class specs (semantic unless said otherwise)."""
-    specs = []
-    for item in (part.strip() for part in text.replace(";", ",").split(",")):
-        if not item:
-            continue
-        name, _, kind = item.partition(":")
-        kind = kind.strip() or "semantic"
-        if kind not in ("semantic", "instance"):
-            raise InputError(f"new class {item!r}: the kind after ':' is semantic or instance")
-        specs.append(ClassSpec(name.strip(), kind))  # type: ignore[arg-type]
-    return specs
+def _free_color(name: str, used: set[str]) -> str:
+    """The organelle's usual colour, else the first offered colour no other class has."""
+    usual = ORGANELLE_COLORS.get(name)
+    if usual:
+        return usual
+    return next((color for _name, color in COLORS if color not in used), COLORS[0][1])
 
 
 def _results_table(result: FinetuneResult) -> dict[str, Any]:

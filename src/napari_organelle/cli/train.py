@@ -64,9 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="share of each source's images held out for validation (0.2)")
     parser.add_argument("--device", default=None, metavar="D",
                         help="auto (default), cpu, cuda or mps")
-    parser.add_argument("--add-classes", nargs="+", default=[], metavar="CLASS[:KIND]",
-                        help="classes the base model lacks (new output channels); KIND is "
-                             "semantic (default) or instance, e.g. er lysosomes:instance")
+    parser.add_argument("--add-classes", nargs="*", default=None, metavar="CLASS[:KIND]",
+                        help="classes of the data the base model lacks, learnt as new output "
+                             "channels; alone: all of them. KIND is instance (objects) or "
+                             "semantic (a mask); by default as saved in the data (objects "
+                             "when saved with object ids), e.g. er lysosomes:instance")
     parser.add_argument("--class-map", nargs="+", default=[], metavar="DATA=MODEL",
                         help="use data class DATA for model class MODEL, e.g. mito=mitochondria")
     parser.add_argument("--replay", type=float, default=0.0, metavar="F",
@@ -154,24 +156,45 @@ def _settings(args: argparse.Namespace) -> FinetuneSettings:
     for key, value in overrides.items():
         if value is not None:
             setattr(settings, key, value)
-    if args.add_classes:
-        settings.add_classes = [_class_spec(text) for text in args.add_classes]
     if args.class_map:
         settings.class_map = dict(_pair(text) for text in args.class_map)
+    if args.add_classes is not None:
+        settings.add_classes = _new_class_specs(settings, args.add_classes)
     if args.replay:
         settings.replay = args.replay
     settings.activate = bool(args.activate)
     return settings
 
 
-def _class_spec(text: str) -> ClassSpec:
-    from ..models import ClassSpec
+def _new_class_specs(settings: FinetuneSettings, texts: list[str]) -> list[ClassSpec]:
+    """``--add-classes``: the named classes (all new ones when none is named), kinds from the data.
 
-    name, _, kind = text.partition(":")
-    kind = kind or "semantic"
-    if kind not in ("semantic", "instance"):
-        raise InputError(f"--add-classes {text}: the kind is semantic or instance, not {kind!r}")
-    return ClassSpec(name, kind)  # type: ignore[arg-type]
+    Raises:
+        InputError: a bad kind, or a class the data does not annotate (nothing to learn).
+    """
+    from ..models import ClassSpec
+    from ..training.finetune import new_classes
+
+    found = {item.name: item for item in new_classes(settings.base, settings.data,
+                                                     settings.class_map)}
+    if not texts:
+        if not found:
+            raise InputError("--add-classes: the data annotates no class the base model lacks")
+        return [item.spec() for item in found.values()]
+    specs = []
+    for text in texts:
+        name, _, kind = text.partition(":")
+        if kind and kind not in ("semantic", "instance"):
+            raise InputError(f"--add-classes {text}: the kind is semantic or instance, "
+                             f"not {kind!r}")
+        item = found.get(name)
+        if item is None:
+            offered = ", ".join(found) or "none"
+            raise InputError(f"--add-classes {name}: the data has no labels of {name!r} that "
+                             f"the base model lacks, so it cannot be learnt (new classes in "
+                             f"the data: {offered})")
+        specs.append(ClassSpec(name, kind or item.kind))  # type: ignore[arg-type]
+    return specs
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -34,6 +34,18 @@ ORGANELLE_COLORS: dict[str, str] = {
     "vesicles": "#e377c2",
 }
 
+#: Names that mean the same organelle in different data sets (data name -> model name).
+CLASS_SYNONYMS: dict[str, str] = {
+    "membranes": "cell_boundary",
+    "cell_boundaries": "cell_boundary",
+    "cell_membrane": "cell_boundary",
+    "mitochondrion": "mitochondria",
+    "nucleus": "nuclei",
+    "endoplasmic_reticulum": "er",
+    "lipid_droplet": "lipid_droplets",
+    "lysosome": "lysosomes",
+}
+
 
 @dataclass
 class ClassSpec:
@@ -96,11 +108,22 @@ class ModelCard:
         tile_size: recommended tile edge in pixels (a multiple of 32).
         description: one paragraph for people.
         training_data: data sets used, each with ``name``, ``licence``, ``citation``.
-        metrics: test scores, e.g. ``{"em-epfl-hippocampus": {"mitochondria": {"iou": 0.8}}}``.
+        metrics: scores: ``"validation"`` (Dice per class on held-out training images)
+            and ``"test"``, per test set and class (named as in the set, e.g.
+            ``membranes`` for ``cell_boundary``):
+            ``{"test": {"em-epfl-hippocampus": {"mitochondria": {"dice": 0.8}}}}``. A test
+            set whose name starts with ``simulated`` holds simulated images, any other
+            real ones (:func:`~napari_organelle.models.evidence.class_evidence`).
         parent: ``name@version`` of the model this one was fine-tuned from.
         created: ISO date and time.
         recipe: the training settings that produced the weights.
-        extra: anything else worth keeping (lineage, data hashes...).
+        extra: anything else worth keeping (lineage, data hashes...). Keys read by
+            napari-organelle: ``"class_evidence"``, ``{class: "simulation only"}`` for
+            the classes learnt from simulated images only (no real training image);
+            the recipe writes it (:func:`~napari_organelle.training.recipe.load_recipe`),
+            fine-tuning on real data of a class removes the class from it, and the
+            Segment dock marks those classes unless real test scores exist
+            (:func:`~napari_organelle.models.evidence.class_evidence`).
     """
 
     name: str

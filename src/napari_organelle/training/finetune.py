@@ -17,7 +17,9 @@ What it adds to the training loop (:func:`~.trainer.train_iter`):
   samples cut from the same image plane are kept on the same side, so no
   validation image has a training crop of itself.
 * **New classes.** Classes the base model lacks get new output channels; the
-  old ones start from the base model's weights.
+  old ones start from the base model's weights. :func:`new_classes` lists the
+  classes the data annotates and the base lacks, with their kind, for the
+  Train dock and ``train --add-classes``.
 * **Replay.** Optionally a share of each batch comes from the base model's
   own training data, against forgetting; held-out images of it are scored at
   every validation (``monitor``) to show forgetting, without choosing the
@@ -46,24 +48,37 @@ from ..devices import resolve_device
 from ..durable import atomic_write_json, utc_now
 from ..errors import InputError, ModelError
 from ..models import ClassSpec, ModelCard, ModelInfo, load_model, user_data_dir
+from ..models.evidence import EVIDENCE_KEY
 from ..models.versions import check_model_name, register_version
 from ..progress import Progress
 from .augment import AugmentSettings
 from .datasets import DatasetSpec, TrainingImage, load_dataset, read_dataset_info
-from .sources import DataSource, dataset_files, load_source, split_by_group
+from .sources import (
+    DataClass,
+    DataSource,
+    data_classes,
+    dataset_files,
+    load_source,
+    missing_classes,
+    split_by_group,
+)
 from .trainer import TrainConfig, train_iter
 
 __all__ = [
     "RUN_FILE",
+    "DataClass",
     "FinetuneResult",
     "FinetuneSettings",
     "RegisteredVersion",
     "RunRecord",
     "RunRecordError",
+    "data_classes",
     "default_data_root",
     "default_work_dir",
     "finetune",
     "finetune_iter",
+    "missing_classes",
+    "new_classes",
     "read_run",
     "register_run",
     "resume_settings",
@@ -462,6 +477,36 @@ def resume_settings(name: str, work_dir: Path | None = None) -> FinetuneSettings
     return settings
 
 
+# ---------------------------------------------------------------------- new classes
+
+
+def new_classes(base: str | os.PathLike | ModelCard, data: Sequence[str | os.PathLike],
+                class_map: Mapping[str, str] | None = None) -> list[DataClass]:
+    """The classes the training data annotates that the base model lacks, with their kind.
+
+    These are what :attr:`FinetuneSettings.add_classes` can add (a class with
+    no data cannot be learnt). Matched as in training: ``class_map``, the
+    same name, or a synonym (``membranes`` is ``cell_boundary``). Only the
+    stores' records and the data sets' folders are read (no image).
+
+    Args:
+        base: the base model (``name``, ``name@version``, folder) or its card.
+        data: training stores and/or data set folders.
+        class_map: data class -> model class, as in the settings.
+
+    Raises:
+        ModelError: the base model is not found or its card cannot be read.
+    """
+    if isinstance(base, ModelCard):
+        card = base
+    else:
+        from ..models import resolve_model
+        from ..models.io import CARD_FILE
+
+        card = ModelCard.load(resolve_model(base) / CARD_FILE)
+    return missing_classes(card, data, class_map)
+
+
 # ---------------------------------------------------------------------- the run
 
 
@@ -855,6 +900,16 @@ def _describe_result(card: ModelCard, run: RunRecord) -> None:
     sentence = f"Fine-tuned from {run.base} on {names}."
     if sentence not in card.description:
         card.description = f"{card.description} {sentence}".strip()
+    # Classes this run learnt from real data (stores, data sets) are no longer simulation-only.
+    declared = card.extra.get(EVIDENCE_KEY)
+    if isinstance(declared, dict):
+        trained = {model_class for entry in run.data if entry["role"] == "train"
+                   for model_class in (entry.get("class_map") or {}).values()}
+        kept = {name: value for name, value in declared.items() if name not in trained}
+        if kept:
+            card.extra[EVIDENCE_KEY] = kept
+        else:
+            card.extra.pop(EVIDENCE_KEY)
     listed = {entry.get("name") for entry in card.training_data}
     for entry in run.data:
         if entry["role"] != "train" or entry["name"] in listed:

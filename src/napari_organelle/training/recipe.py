@@ -2,7 +2,9 @@
 
 A recipe holds the new model's card (architecture, classes, pixel size...),
 the data sets with their class maps (paths relative to a data root, by default
-``../shared/data`` beside the repository), and the training settings.
+``../shared/data`` beside the repository), and the training settings. The
+classes it teaches from simulated images only are written into the card's
+``extra["class_evidence"]`` (:mod:`napari_organelle.models.evidence`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..models import ModelCard
+from ..models.evidence import EVIDENCE_KEY, SIMULATION_ONLY, simulation_only_classes
 from .augment import AugmentSettings
 from .datasets import DatasetSpec
 from .trainer import TrainConfig
@@ -45,6 +48,10 @@ def load_recipe(name_or_path: str | Path, out: Path, data_root: Path | None = No
     path = find_recipe(name_or_path)
     recipe = json.loads(path.read_text())
     card = ModelCard.from_dict(recipe["card"])
+    # Classes no real data set teaches are marked in the card (unless the recipe says).
+    simulated_only = simulation_only_classes(recipe, card.class_names)
+    if simulated_only and EVIDENCE_KEY not in card.extra:
+        card.extra[EVIDENCE_KEY] = {name: SIMULATION_ONLY for name in simulated_only}
     root = Path(data_root) if data_root else Path(recipe.get("data_root", "."))
     datasets = []
     for entry in recipe.get("datasets", []):

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..durable import sha256_file
-from ..errors import InputError
-from ..models import ModelCard
+from ..errors import InputError, OrganelleError
+from ..models import ClassSpec, ModelCard
+from ..models.card import CLASS_SYNONYMS, ClassKind
 from .datasets import (
     IGNORE,
     DatasetSpec,
@@ -34,24 +35,16 @@ from .datasets import (
 
 __all__ = [
     "CLASS_SYNONYMS",
+    "DataClass",
     "DataSource",
+    "data_classes",
     "dataset_files",
     "load_source",
     "match_classes",
+    "missing_classes",
     "split_by_group",
 ]
 
-#: Names that mean the same organelle in different data sets (data name -> model name).
-CLASS_SYNONYMS: dict[str, str] = {
-    "membranes": "cell_boundary",
-    "cell_boundaries": "cell_boundary",
-    "cell_membrane": "cell_boundary",
-    "mitochondrion": "mitochondria",
-    "nucleus": "nuclei",
-    "endoplasmic_reticulum": "er",
-    "lipid_droplet": "lipid_droplets",
-    "lysosome": "lysosomes",
-}
 
 
 @dataclass
@@ -127,6 +120,86 @@ def match_classes(data_classes: Iterable[str], model_classes: Sequence[str],
         else:
             unused.append(data_class)
     return used, unused
+
+
+@dataclass(frozen=True)
+class DataClass:
+    """A class the training data annotates.
+
+    Attributes:
+        name: as named in the data (a store's class, a data set's ``masks/<class>``).
+        kind: ``instance`` when it is saved as objects (most of a store's samples
+            of it carry object ids; a data set has ``instances/<class>``), else
+            ``semantic``.
+        sources: the folders that annotate it.
+    """
+
+    name: str
+    kind: ClassKind
+    sources: tuple[str, ...]
+
+    def spec(self, color: str = "") -> ClassSpec:
+        """A new model class for it (``color`` empty: the organelle's usual colour)."""
+        return ClassSpec(self.name, self.kind, color=color)
+
+
+def data_classes(paths: Iterable[str | os.PathLike]) -> list[DataClass]:
+    """The classes training stores and data sets annotate, with their kind, first seen first.
+
+    Reads only the stores' records and the data sets' folder names, so it is
+    quick enough to run whenever a folder is chosen. A store class without
+    any sample is left out (there is nothing to learn it from); folders that
+    are neither a store nor a data set are skipped (:func:`load_source` says
+    why when training starts).
+    """
+    instance_votes: dict[str, list[bool]] = {}
+    sources: dict[str, list[str]] = {}
+    for path in paths:
+        folder = Path(path).expanduser()
+        for name, objects in _annotated(folder):
+            instance_votes.setdefault(name, []).extend(objects)
+            if folder.name not in sources.setdefault(name, []):
+                sources[name].append(folder.name)
+    return [DataClass(name, "instance" if 2 * sum(votes) >= len(votes) else "semantic",
+                      tuple(sources[name]))
+            for name, votes in instance_votes.items()]
+
+
+def missing_classes(card: ModelCard, paths: Iterable[str | os.PathLike],
+                    class_map: Mapping[str, str] | None = None) -> list[DataClass]:
+    """The data's classes that no class of ``card`` learns from (new classes to add).
+
+    A data class is matched as in training (:func:`match_classes`: class map,
+    same name, synonym), so ``membranes`` is not new to a model with
+    ``cell_boundary``.
+    """
+    found = data_classes(paths)
+    _used, unused = match_classes([item.name for item in found], card.class_names,
+                                  class_map or {})
+    return [item for item in found if item.name in unused]
+
+
+def _annotated(folder: Path) -> list[tuple[str, list[bool]]]:
+    """``(class, [saved as objects?] per sample or data set)`` of one folder."""
+    if (folder / "store.json").is_file():
+        from ..store import TrainingStore
+
+        try:
+            records = TrainingStore(folder).samples()
+        except (OrganelleError, OSError, ValueError):  # a damaged store: training says
+            return []
+        votes: dict[str, list[bool]] = {}
+        for record in records:
+            for name in record.classes:
+                votes.setdefault(name, []).append(name in record.instance_classes)
+        return list(votes.items())
+    if (folder / "train" / "images").is_dir():
+        try:
+            names = dataset_classes(folder, "train")
+        except (OrganelleError, OSError):
+            return []
+        return [(name, [(folder / "train" / "instances" / name).is_dir()]) for name in names]
+    return []
 
 
 def split_by_group(groups: Sequence[str], val_fraction: float, rng: np.random.Generator

@@ -27,6 +27,7 @@ from ..durable import atomic_path, utc_now
 from ..errors import InputError
 from ..metrics import MetricAccumulator
 from ..models import ClassSpec, ModelCard, build_network, load_model, save_model
+from ..models.evidence import EVIDENCE_KEY, SIMULATION_ONLY, continued_simulation_only
 from ..progress import Progress
 from ..tiling import predict_plane
 from .augment import AugmentSettings, sample_batch
@@ -351,6 +352,14 @@ def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, st
         card.name, card.version = config.card.name, config.card.version
         card.description = config.card.description or card.description
         card.training_data = list(config.card.training_data) or card.training_data
+        # What the recipe teaches from simulated images only, less what the base learnt
+        # from real ones.
+        declared = config.card.extra.get(EVIDENCE_KEY) or {}
+        simulated_only = continued_simulation_only(
+            [name for name, value in declared.items() if value == SIMULATION_ONLY], base.card)
+        card.extra.pop(EVIDENCE_KEY, None)
+        if simulated_only:
+            card.extra[EVIDENCE_KEY] = {name: SIMULATION_ONLY for name in simulated_only}
     network = build_network(card)
     _copy_weights(base.network, network, len(base.card.classes))
     return card, network, base.card.full_name
