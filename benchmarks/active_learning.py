@@ -6,8 +6,8 @@ For each data set (``../shared/data``), starting from a model that never saw it:
    the model's pixel size (205 px of a 10 nm HeLa image, 445 px of 4.6 nm vnc);
    only tiles with at least 90 % annotated pixels take part (HeLa annotates
    one cell), so every arm's annotation is complete.
-2. **Arms**, each choosing K tiles (K = 1, 2, 4, 8; the K-tile choice extends the
-   (K-1)-tile one):
+2. **Arms**, each choosing K tiles (K = 1, 2, 4 by default; ``--k 1 2 4 8`` for more;
+   the K-tile choice extends the smaller ones):
 
    * ``queue``: the "annotate next" queue, :func:`napari_organelle.suggest.choose_diverse`
      over the base model's uncertainty maps (entropy of the 4-flip average,
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(CLASSES), choices=list(CLASSES))
-    parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1],
                         help="seeds of the random arm")
     parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per run")
@@ -295,7 +295,7 @@ def queue_choice(args: argparse.Namespace, name: str, base: Path, pool: list[Til
     """The queue's first ``n`` tiles among the pool (uncertainty of the annotated classes)."""
     from napari_organelle.inference import segment
     from napari_organelle.models import load_model_folder
-    from napari_organelle.suggest import Region, choose_diverse
+    from napari_organelle.suggest import Region, choose_diverse, thumbnail
 
     model = load_model_folder(base)
     classes = list(CLASSES[name].values())
@@ -308,8 +308,9 @@ def queue_choice(args: argparse.Namespace, name: str, base: Path, pool: list[Til
         for tile in (t for t in pool if t.stem == stem):
             y0, x0, y1, x1 = tile.box
             per_class = {c: float(maps[c][y0:y1, x0:x1].mean()) for c in classes}
+            pattern = thumbnail(np.mean([maps[c][y0:y1, x0:x1] for c in classes], axis=0))
             candidates.append(Region(stem, (), tile.box, float(np.mean(list(
-                per_class.values()))), per_class))
+                per_class.values()))), per_class, pattern=pattern))
     edge = pool[0].box[2] - pool[0].box[0]
     chosen = choose_diverse(candidates, n, tile=edge)
     return [by_box[(region.source, region.box)] for region in chosen]
