@@ -1,11 +1,14 @@
 """Physics-based simulator of fluorescence (and EM-like) images of cells, with known ground truth.
 
-Three uses:
+Four uses:
 
 * **Training data** for the fluorescence U-Net: :func:`training_sample`
   images one organelle class through a randomly drawn microscope
   (:meth:`MicroscopeSettings.random`) at a random pixel size.
 * **Sample data** for napari: :func:`sample_live_cell` and :func:`sample_em_like`.
+* **EM training data** with known masks: :func:`simulate_em` (neuropil) and
+  :func:`simulate_em_cell` (cultured cells and hepatocytes under TEM, SBF-SEM or FIB-SEM
+  contrast).
 * **Known-truth tests** of measurements: :func:`simulate_cell` returns labels,
   centre-line graphs (:class:`NetworkGraph`) with their true lengths,
   junctions and end points, and organelle contact areas.
@@ -27,6 +30,7 @@ from .contacts import (
     organelle_contacts,
 )
 from .em import SimulatedEM, simulate_em
+from .em_cells import EM_CELL_CLASSES, SimulatedEMCell, simulate_em_cell
 from .er import ERParams
 from .geometry import PARAMETER_TYPES, default_params, generate_organelle, random_params
 from .golgi import GolgiParams
@@ -57,6 +61,7 @@ __all__ = [
     "CLASS_NAMES",
     "DEFAULT_CONTACT_PAIRS",
     "DYES",
+    "EM_CELL_CLASSES",
     "INSTANCE_CLASSES",
     "LIVE_CELL_CHANNELS",
     "MODALITIES",
@@ -81,6 +86,7 @@ __all__ = [
     "OrganelleGeometry",
     "SimulatedCell",
     "SimulatedEM",
+    "SimulatedEMCell",
     "StarShape",
     "auto_oversample",
     "contact_mask",
@@ -96,5 +102,6 @@ __all__ = [
     "sample_live_cell",
     "simulate_cell",
     "simulate_em",
+    "simulate_em_cell",
     "training_sample",
 ]
