@@ -86,12 +86,13 @@ MATCH_FRACTION = 0.5
 BLOCK_2D = 4096
 BLOCK_3D = (32, 1024, 1024)
 LOG_NAME = "log.jsonl"
-#: Volume mode labels a block plus halo in 3-D: measured about 15 bytes a voxel above the
-#: process's 0.9-1 GB of libraries and model (the 512 x 1024 x 1024 benchmark volume,
-#: 64-plane blocks: 2.25 GB peak per worker). The default 3-D block is shrunk, Z first
-#: (planes cost no network time), until a block plus halo needs at most VOLUME_TASK_BYTES.
-VOLUME_BYTES_PER_VOXEL = 16
-VOLUME_TASK_BYTES = 1 << 30
+#: Volume mode labels a block plus halo in 3-D: measured 15-19 bytes a voxel above the
+#: process's 0.9-1 GB of libraries and model (benchmarks/large.py, 64-plane blocks of
+#: 1024 x 1024: 2.2-2.25 GB peak per worker). The default 3-D block is shrunk, Z first
+#: (planes cost no network time), until a block plus halo needs at most VOLUME_TASK_BYTES,
+#: so that a worker stays under 2 GB.
+VOLUME_BYTES_PER_VOXEL = 20
+VOLUME_TASK_BYTES = 900 * 2**20
 #: In-memory segmentation may take this share of the free memory; a lazy image that
 #: needs more is segmented blockwise by the Segment dock (:func:`needs_blockwise`).
 MEMORY_SHARE = 0.5
@@ -870,7 +871,7 @@ def fit_volume_block(shape: Sequence[int], block: Sequence[int], halo: Sequence[
 
     Examples:
         >>> fit_volume_block((512, 1024, 1024), (64, 1024, 1024), (8, 256, 256), 256)
-        (32, 1024, 1024)
+        (16, 1024, 1024)
         >>> fit_volume_block((512, 4096, 4096), (32, 1024, 1024), (8, 256, 256), 256)
         (16, 512, 512)
     """
