@@ -68,7 +68,7 @@ def main() -> None:
     wait(app, lambda: queue.running)
     if queue.controls.last_error:
         raise SystemExit(f"ranking failed: {queue.controls.last_error}")
-    viewer.camera.zoom *= 0.6  # show some context around the region
+    viewer.scene.camera.zoom *= 0.6  # show some context around the region
     wait(app, lambda: False)
     viewer.window.screenshot(str(args.out), canvas_only=False)
     print(f"saved {args.out}: {queue.controls.status_label.value}")

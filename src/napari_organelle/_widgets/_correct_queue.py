@@ -41,7 +41,7 @@ __all__ = ["REVIEWED_ROLE", "QueuePanel"]
 SUGGEST_TASK = "Ranking regions"
 #: ``role`` in the tag of the Shapes layer holding the region under review
 REVIEWED_ROLE = "reviewed region"
-#: canvas size assumed when zooming on a region, in screen pixels
+#: canvas size assumed when zooming on a region, when the viewer does not say it
 CANVAS_PIXELS = 600
 
 
@@ -222,9 +222,10 @@ class QueuePanel(Container):
         for axis, value in enumerate(world[:-2]):
             step[offset + axis] = value
         self.viewer.dims.point = step
-        self.viewer.camera.center = tuple(world[-2:])
+        camera = self.viewer.scene.camera
+        camera.center = tuple(world[-2:])
         scale = np.abs(np.asarray(layer.scale[-2:], dtype=float))
         extent = max((y1 - y0) * scale[0], (x1 - x0) * scale[1])
-        # The region fills most of a canvas of about CANVAS_PIXELS (napari offers no public
-        # canvas size; a wrong guess only changes how much margin is shown).
-        self.viewer.camera.zoom = 0.8 * CANVAS_PIXELS / extent
+        size = tuple(getattr(getattr(self.viewer, "canvas", None), "size", ()) or ())
+        pixels = min(size) if len(size) == 2 and min(size) > 0 else CANVAS_PIXELS
+        camera.zoom = 0.8 * pixels / extent  # the region fills most of the canvas
