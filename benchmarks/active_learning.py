@@ -90,17 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["NAPARI_ORGANELLE_HOME"] = str(args.work / "home")
     out = args.out or RESULTS / ("active_learning-quick.json" if args.quick
                                  else "active_learning.json")
-    report = _load(out)
+    report = load_report(out)
     report.update({"benchmark": "active_learning", "quick": args.quick,
                    "settings": _settings(args), "metric": _METRIC,
                    "machine": _machine(args)})
     started = time.perf_counter()
     for name in args.sets:
         entry = report.setdefault("sets", {}).setdefault(name, {})
-        run_set(args, name, entry, lambda: _save(report, out))
+        run_set(args, name, entry, lambda: save_report(report, out))
     report["seconds_total_last_run"] = round(time.perf_counter() - started, 1)
     report["goal"] = verdict(report, args)
-    _save(report, out)
+    save_report(report, out)
     print_table(report)
     print(f"-> {out}")
     return 0
@@ -374,14 +374,16 @@ def score(folder: Path, images: list[Any], device: str, name: str) -> dict[str, 
 # ---------------------------------------------------------------------- report
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_report(path: Path) -> dict[str, Any]:
+    """A saved results file, or {} when there is none (or it is damaged)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _save(report: dict[str, Any], path: Path) -> None:
+def save_report(report: dict[str, Any], path: Path) -> None:
+    """Write a results file atomically (a killed run never leaves half a file)."""
     from napari_organelle.durable import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)

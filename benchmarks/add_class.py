@@ -46,6 +46,9 @@ REPO = HERE.parent
 RESULTS = HERE / "results"
 WORK = REPO / "runs" / "add-class"
 DATA_ROOT = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(HERE))
+
+from active_learning import load_report, save_report  # noqa: E402 - a sibling script
 
 NEW_SET = "em-drosophila-vnc"
 NEW_CLASS = "synapses"
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["NAPARI_ORGANELLE_HOME"] = str(args.work / "home")
     out = args.out or RESULTS / ("add_class-quick.json" if args.quick else "add_class.json")
-    report = _load(out)
+    report = load_report(out)
     key = _key(args)
     if report.get("key") != key:
         report = {"key": key}
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = report.setdefault("runs", {})
     if "base" not in runs:
         runs["base"] = {"images": 0, "scores": score(args, _base_folder(args))}
-        _save(report, out)
+        save_report(report, out)
     print(f"base {args.base}: {runs['base']['scores']}", flush=True)
     for count in args.images:
         label = f"{count}-images"
@@ -86,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         runs[label] = {"images": count, "stems": STEMS[:count], "scores": score(args, folder),
                        "finetune": summary, "seconds": round(time.perf_counter() - started, 1)}
         shutil.rmtree(folder.parent, ignore_errors=True)
-        _save(report, out)
+        save_report(report, out)
         print(f"{label}: {runs[label]['scores']} ({summary['steps']} steps)", flush=True)
     report["goal"] = verdict(report)
-    _save(report, out)
+    save_report(report, out)
     print_table(report)
     print(f"-> {out}")
     return 0
@@ -229,20 +232,6 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"\ngoal: {NEW_CLASS} Dice >= {GOAL_NEW} with 4 images, old classes within "
           f"{GOAL_FORGET}: {'PASS' if goal.get('passed_with_4_images') else 'FAIL'}"
           f"{' (quick smoke run)' if report.get('quick') else ''}")
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _save(report: dict[str, Any], path: Path) -> None:
-    from napari_organelle.durable import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
