@@ -148,7 +148,8 @@ def _machine(args: argparse.Namespace) -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": args.device, "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "platform": platform.platform(),
+            "load_average": os.getloadavg()}
 
 
 # ---------------------------------------------------------------------- one set

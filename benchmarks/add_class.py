@@ -32,7 +32,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -48,7 +47,7 @@ WORK = REPO / "runs" / "add-class"
 DATA_ROOT = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(HERE))
 
-from active_learning import load_report, save_report  # noqa: E402 - a sibling script
+from active_learning import _machine, load_report, save_report  # noqa: E402 - a sibling script
 
 NEW_SET = "em-drosophila-vnc"
 NEW_CLASS = "synapses"
@@ -128,14 +127,6 @@ def _key(args: argparse.Namespace) -> str:
 
     settings = {**_settings(args), "base": sha256_file(_base_folder(args) / "model.safetensors")}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _machine(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": args.device, "python": platform.python_version(),
-            "torch": torch.__version__, "load_average": os.getloadavg()}
 
 
 def _base_folder(args: argparse.Namespace) -> Path:

@@ -109,3 +109,7 @@ def test_the_queue_ranks_regions_goes_to_them_and_moves_on_after_save(
                                np.array(regions[1].box[:2]) - 0.5)
     assert "Next: 2." in widget.save_controls.status_label.value
     assert not messages.errors
+
+    viewer.layers.remove(image)  # the queued image is closed: a message, not a traceback
+    queue.go_to_selected()
+    assert len(messages.errors) == 1 and "no longer open" in messages.errors[0]

@@ -174,7 +174,10 @@ class QueuePanel(Container):
         """Show the region chosen in the list (the Go to region button)."""
         region = self.queue_combo.value
         if region is not None:
-            self.go_to(region)
+            try:
+                self.go_to(region)
+            except InputError as error:
+                self.controls.report_error(str(error))
 
     def go_to_next(self) -> Region | None:
         """After a save: the region after the current one, shown; None at the end."""
@@ -187,14 +190,18 @@ class QueuePanel(Container):
             return None
         following = self.regions[position]
         self.queue_combo.value = following
-        self.go_to(following)
+        try:
+            self.go_to(following)
+        except InputError as error:  # after a save: say so, never a traceback
+            self.controls.report_error(str(error))
+            return None
         return following
 
     def go_to(self, region: Region) -> Shapes:
         """Move the viewer to ``region`` and mark it as the reviewed area; returns the layer."""
         layer = self._queued_layer or self._image()
-        if layer is None:
-            raise InputError("the queued image is no longer open")
+        if layer is None or layer not in self.viewer.layers:
+            raise InputError("the queued image is no longer open: suggest regions again")
         y0, x0, y1, x1 = region.box
         plane = tuple(region.plane)
         corners = np.array([[*plane, y0, x0], [*plane, y0, x1], [*plane, y1, x1],
