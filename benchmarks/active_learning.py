@@ -12,7 +12,10 @@ For each data set (``../shared/data``), starting from a model that never saw it:
    * ``queue``: the "annotate next" queue, :func:`napari_organelle.suggest.choose_diverse`
      over the base model's uncertainty maps (entropy of the 4-flip average,
      :func:`~napari_organelle.inference.segment` with ``uncertainty=True``), of the
-     classes the set annotates, with its default spacing (no two neighbouring tiles);
+     classes the set annotates, each discounted where the base model finds less than
+     10 % of its class (:func:`~napari_organelle.suggest.score_window`), with its
+     default spacing (no two neighbouring tiles). The first runs (before the
+     discount) are kept in the results as ``queue-uncertainty-only``;
    * ``random``: K tiles drawn at random (several seeds);
    * ``largest``: the K tiles with the most annotated organelle pixels (what a
      person picks by eye: where the organelles are).
@@ -184,11 +187,14 @@ def run_set(args: argparse.Namespace, name: str, entry: dict[str, Any], save: An
     chosen_now = {arm: [[t.stem, *t.box] for t in tiles[:max(args.k)]]
                   for arm, tiles in choices.items()}
     for arm, tiles in chosen_now.items():
-        if entry.get("choices", {}).get(arm) not in (None, tiles):
+        before = entry.get("choices", {}).get(arm)
+        if before is not None and before[:len(tiles)] != tiles[:len(before)]:
             # The arm now picks other tiles (its code changed): its scores are stale.
+            # (A longer list for a larger K that starts with the same tiles is not.)
             for label in [label for label in runs if label.split("@")[0] == arm]:
                 del runs[label]
-    entry["choices"] = chosen_now
+    # Arms of earlier queue rules (``queue-uncertainty-only``) keep their choices and scores.
+    entry["choices"] = {**entry.get("choices", {}), **chosen_now}
     save()
     for k in args.k:
         for arm, tiles in choices.items():
@@ -293,28 +299,54 @@ def tile_pool(args: argparse.Namespace, name: str, card: Any) -> tuple[list[Tile
 
 def queue_choice(args: argparse.Namespace, name: str, base: Path, pool: list[Tile],
                  pixel_nm: float, n: int) -> list[Tile]:
-    """The queue's first ``n`` tiles among the pool (uncertainty of the annotated classes)."""
-    from napari_organelle.inference import segment
-    from napari_organelle.models import load_model_folder
-    from napari_organelle.suggest import Region, choose_diverse, thumbnail
+    """The queue's first ``n`` tiles among the pool: the score of the "annotate next" queue
+    (:func:`napari_organelle.suggest.score_window`: uncertainty of the annotated classes,
+    discounted where the base model finds little of them), then its diverse choice."""
+    from napari_organelle.suggest import Region, choose_diverse, score_window
 
-    model = load_model_folder(base)
-    classes = list(CLASSES[name].values())
     candidates = []
     by_box = {(t.stem, t.box): t for t in pool}
     for stem in sorted({t.stem for t in pool}):
-        result = segment(_image(args, name, stem), model, classes=classes,
-                         pixel_size_nm=pixel_nm, uncertainty=True, device=args.device)
-        maps = result.uncertainty
+        maps, masks = base_maps(args, name, base, stem, pixel_nm)
         for tile in (t for t in pool if t.stem == stem):
             y0, x0, y1, x1 = tile.box
-            per_class = {c: float(maps[c][y0:y1, x0:x1].mean()) for c in classes}
-            pattern = thumbnail(np.mean([maps[c][y0:y1, x0:x1] for c in classes], axis=0))
-            candidates.append(Region(stem, (), tile.box, float(np.mean(list(
-                per_class.values()))), per_class, pattern=pattern))
+            score, per_class, pattern = score_window(maps, masks, np.s_[y0:y1, x0:x1])
+            candidates.append(Region(stem, (), tile.box, score, per_class, pattern=pattern))
     edge = pool[0].box[2] - pool[0].box[0]
     chosen = choose_diverse(candidates, n, tile=edge)
     return [by_box[(region.source, region.box)] for region in chosen]
+
+
+def base_maps(args: argparse.Namespace, name: str, base: Path, stem: str, pixel_nm: float
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The base model's uncertainty maps and masks of one train image (cached on disk).
+
+    Four-flip segmentation of every train image is the slow part of choosing
+    the queue; a rerun with another queue rule reads them back.
+    """
+    from napari_organelle.durable import sha256_file
+    from napari_organelle.inference import segment
+    from napari_organelle.models import load_model_folder
+
+    classes = list(CLASSES[name].values())
+    weights = sha256_file(base / "model.safetensors")[:12]
+    cache = args.work / name / "maps" / f"{stem}-{weights}.npz"
+    try:
+        with np.load(cache) as saved:
+            return ({c: saved[f"unsure_{c}"] for c in classes},
+                    {c: saved[f"mask_{c}"] for c in classes})
+    except (OSError, KeyError, ValueError):
+        pass
+    result = segment(_image(args, name, stem), load_model_folder(base), classes=classes,
+                     pixel_size_nm=pixel_nm, uncertainty=True, device=args.device)
+    unsure = {c: result.uncertainty[c].astype(np.float16) for c in classes}
+    masks = {c: (result.labels[c] > 0).astype(np.uint8) for c in classes}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.npz")
+    np.savez_compressed(partial, **{f"unsure_{c}": v for c, v in unsure.items()},
+                        **{f"mask_{c}": v for c, v in masks.items()})
+    os.replace(partial, cache)
+    return unsure, masks
 
 
 def fine_tune(args: argparse.Namespace, name: str, base: Path, tiles: list[Tile],
@@ -423,10 +455,12 @@ def print_table(report: dict[str, Any]) -> None:
         base = entry.get("runs", {}).get("base", {}).get("scores", {}).get("mean", float("nan"))
         print(f"\n{name} (base {entry.get('base', {}).get('model')}: mean Dice {base:.3f}; "
               f"pool {entry.get('pool', {}).get('tiles')} tiles)")
-        print(f"{'K':>3} {'queue':>8} {'random':>8} {'largest':>8} {'q - r':>8}")
+        print(f"{'K':>3} {'queue':>8} {'random':>8} {'largest':>8} {'q - r':>8} "
+              f"{'uncertainty only':>17}")
         for k, arms in table(entry).items():
-            q, r, g = (arms.get(a, float("nan")) for a in ("queue", "random", "largest"))
-            print(f"{k:>3} {q:>8.3f} {r:>8.3f} {g:>8.3f} {q - r:>+8.3f}")
+            q, r, g, u = (arms.get(a, float("nan"))
+                          for a in ("queue", "random", "largest", "queue-uncertainty-only"))
+            print(f"{k:>3} {q:>8.3f} {r:>8.3f} {g:>8.3f} {q - r:>+8.3f} {u:>17.3f}")
     goal = report.get("goal", {})
     print(f"\ngoal (queue > random at every K, by >= {GOAL_MARGIN} at K <= 4): "
           f"{'PASS' if goal.get('queue_beats_random_at_every_k_by_0.03_at_k_le_4') else 'FAIL'}"

@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", nargs="+", type=int, default=[2, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--replay", type=float, default=0.5)
+    parser.add_argument("--new-class-crops", type=float, default=0.5,
+                        help="share of crops centred on a new-class pixel (0: crops anywhere, "
+                             "as the first runs, add_class-uniform-crops.json)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="auto")
@@ -118,6 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"minutes": args.minutes, "replay": args.replay, "learning_rate": args.learning_rate,
+            "new_class_crops": args.new_class_crops,
             "new_class": NEW_CLASS, "kind": "instance", "new_set": NEW_SET,
             "val_fraction": 0.0, "batch_size": None, "crop": 256}
 
@@ -164,7 +168,8 @@ def fine_tune(args: argparse.Namespace, stems: list[str], label: str
         add_classes=[ClassSpec(NEW_CLASS, "instance", color="#ff7f0e")],
         minutes=args.minutes, iterations=None, val_fraction=0.0, replay=args.replay,
         data_root=args.data_root, device=args.device, threads=args.threads,
-        learning_rate=args.learning_rate, patience=0, seed=0, work_dir=folder / "run")
+        learning_rate=args.learning_rate, new_class_crops=args.new_class_crops, patience=0,
+        seed=0, work_dir=folder / "run")
     result = run(finetune_iter(settings))
     steps = result.history[-1]["step"] if result.history else 0
     return result.version.path, {"steps": steps, "stopped": result.stopped,

@@ -18,11 +18,12 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 
 
-def wait(app, busy) -> None:
+def wait(app, busy, settle: float = 1.0) -> None:
+    """Process Qt events while ``busy()``, then for ``settle`` seconds more (to draw)."""
     while busy():
         app.processEvents()
         time.sleep(0.05)
-    end = time.perf_counter() + 1.0
+    end = time.perf_counter() + settle
     while time.perf_counter() < end:
         app.processEvents()
         time.sleep(0.02)

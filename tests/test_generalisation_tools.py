@@ -131,7 +131,7 @@ def test_a_recipe_that_continues_from_another_says_which_to_build_first(tmp_path
                  "--out", str(tmp_path / "run")])
     assert code != 0
     error = capsys.readouterr().err
-    assert "em-organelles-v1" in error and "--base" in error
+    assert "em-organelles-v2" in error and "--base" in error
 
 
 def test_a_model_trained_from_a_base_starts_without_the_bases_calibration(tmp_path):
@@ -189,3 +189,23 @@ def test_a_recipe_run_stopped_with_ctrl_c_keeps_its_best_checkpoint(tmp_path, mo
         assert load_model(out / "best").card.name == "tiny-em"
     else:
         assert code == 1 and "nothing kept" in printed
+
+
+def test_a_share_of_crops_is_centred_on_a_rare_focus_class():
+    rng = np.random.default_rng(0)
+    image = rng.random((400, 400)).astype(np.float32)
+    target = np.zeros((2, 400, 400), np.uint8)
+    target[0, :200] = 1                   # a common class: half the image
+    target[1, 300:306, 40:46] = 1         # a rare one: 0.02 % of the pixels
+    common = TrainingImage(image, target, "set/rare", "set", 1.0)
+    empty = TrainingImage(image, np.zeros_like(target), "set/none", "set", 1.0)
+    settings = AugmentSettings(scale=(1.0, 1.0), rotate=False, flip=False)
+
+    def rare_share(focus, share):
+        _, targets = sample_batch([common, empty], 40, 32, np.random.default_rng(2), settings,
+                                  focus, share)
+        return float((targets[:, 1] == 1).flatten(1).any(1).float().mean())
+
+    assert rare_share((), 0.0) < 0.1
+    assert rare_share((1,), 1.0) == 1.0   # every crop shows it, from the image that has it
+    assert 0.3 < rare_share((1,), 0.5) < 0.8

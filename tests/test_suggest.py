@@ -127,6 +127,22 @@ def test_the_same_structure_in_another_file_is_discounted():
     assert different[0].score < again[0].score  # it won on diversity, not on score
 
 
+def test_uncertainty_where_the_model_finds_nothing_counts_less():
+    unsure = np.full((256, 512), 0.6, np.float32)
+    found = np.zeros((256, 512), np.uint16)
+    found[:40, 300:340] = 7   # an object in the right tile: 2.4 % of it
+    found[100:180, 400:480] = 8  # and another: 12 % in all, above the 10 % of full weight
+    plain = candidate_regions({"mitochondria": unsure}, 256)
+    weighted = candidate_regions({"mitochondria": unsure}, 256, masks={"mitochondria": found})
+    assert [r.score for r in plain] == pytest.approx([0.6, 0.6])
+    assert [r.score for r in weighted] == pytest.approx([0.0, 0.6])
+    assert weighted[0].per_class == {"mitochondria": pytest.approx(0.6)}  # shown undiscounted
+    queue = choose_diverse(weighted, n=1, spacing=0)
+    assert queue[0].box == (0, 256, 256, 512) and "score 0.60" in queue[0].describe()
+    with pytest.raises(InputError, match="masks must have"):
+        candidate_regions({"mitochondria": unsure}, 256, masks={"mitochondria": found[:10]})
+
+
 def test_bad_queue_input_gets_clear_errors():
     with pytest.raises(InputError, match="no uncertainty maps"):
         candidate_regions({})

@@ -369,18 +369,88 @@ def test_a_recipe_with_simulated_images_marks_the_classes_no_real_set_teaches(
     monkeypatch.setattr("napari_organelle.training.simulated.simulated_images",
                         lambda *args, **kwargs: [])
     recipe = {"card": tiny_card(classes=[ClassSpec("mitochondria", "instance"),
-                                         ClassSpec("er")]).to_dict(),
+                                         ClassSpec("membranes"), ClassSpec("er")]).to_dict(),
               "simulated": {"n_train": 1, "n_val": 1}, "datasets": [], "training": {}}
     path = tmp_path / "sim.json"
     path.write_text(json.dumps(recipe))
     config, _ = load_recipe(path, tmp_path / "run")
     assert config.card.extra["class_evidence"] == {"mitochondria": "simulation only",
+                                                   "membranes": "simulation only",
                                                    "er": "simulation only"}
 
     # Continuing from a base that learnt mitochondria from real images: only er stays marked.
     config.base = "tiny-em"
     card, _network, _parent = _starting_model(config)
     assert card.extra["class_evidence"] == {"er": "simulation only"}
+
+
+def test_simulated_em_sections_teach_only_the_classes_listed():
+    from napari_organelle.simulation.em_cells import simulate_em_cell
+    from napari_organelle.training.simulated import simulated_em_images
+
+    images = simulated_em_images(2, ["mitochondria", "nuclei", "er"], 7, ["nuclei", "er"],
+                                 shape=(160, 160))
+    for index, item in enumerate(images):
+        drawn = simulate_em_cell(7 + index, (160, 160), 8.0)
+        assert (item.target[0] == IGNORE).all()  # mitochondria: real data teaches them
+        np.testing.assert_array_equal(item.target[1], drawn.labels["nuclei"] > 0)
+        np.testing.assert_array_equal(item.target[2], drawn.labels["er"] > 0)
+        assert item.image.dtype == np.float32 and item.image.shape == (160, 160)
+    assert images[0].target[2].any(), "a simulated section without ER teaches nothing"
+    with pytest.raises(InputError, match="lacks"):
+        simulated_em_images(1, ["nuclei"], 0, ["er"], shape=(64, 64))
+    with pytest.raises(InputError, match="does not draw"):
+        simulated_em_images(1, ["synapses"], 0, ["synapses"], shape=(64, 64))
+
+
+def em_sim_recipe(tmp_path: Path, classes: list[ClassSpec], share: float | None = 0.5) -> Path:
+    recipe = {"card": tiny_card(classes=classes, pixel_size_nm=8.0).to_dict(),
+              "simulated": {"simulator": "em-cells", "classes": ["er"], "n_train": 2,
+                            "n_val": 1, "shape": [96, 96], "seed": 4, "share": share},
+              "datasets": [], "training": TINY | {"iterations": 2, "learning_rate": 1e-3}}
+    path = tmp_path / "em-sim.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_a_recipe_continuing_from_a_base_adds_its_simulation_only_classes(home, tmp_path,
+                                                                          lab_set):
+    from napari_organelle.training.trainer import _gather_images
+
+    path = em_sim_recipe(tmp_path, [ClassSpec("mitochondria", "instance"),
+                                    ClassSpec("membranes"), ClassSpec("er")])
+    config, _ = load_recipe(path, tmp_path / "run", base="tiny-em")
+    config.datasets = [DatasetSpec(lab_set, "train", {"mitochondria": "mitochondria"})]
+    # 40 % of the crops from the simulated sections, whatever their area.
+    train_images, _ = _gather_images(config, config.card)
+    weights = {name: sum(i.weight * i.image.size for i in train_images if i.source == name)
+               for name in {i.source for i in train_images}}
+    assert weights["simulated-em"] / sum(weights.values()) == pytest.approx(0.5)
+
+    result = train(config)
+    card = load_model(result.model_dir).card
+    assert card.class_names == ["mitochondria", "membranes", "er"]
+    assert card.parent == "tiny-em@0"
+    assert card.extra["class_evidence"] == {"er": "simulation only"}
+
+
+def test_a_recipe_whose_classes_do_not_extend_the_base_in_order_is_refused(home, tmp_path):
+    path = em_sim_recipe(tmp_path, [ClassSpec("er"), ClassSpec("mitochondria", "instance"),
+                                    ClassSpec("membranes")])
+    config, _ = load_recipe(path, tmp_path / "run", base="tiny-em")
+    with pytest.raises(InputError, match="followed by the new ones"):
+        _starting_model(config)
+
+
+def test_a_share_of_simulated_crops_outside_0_1_is_refused(home, tmp_path, lab_set):
+    from napari_organelle.training.trainer import _gather_images
+
+    path = em_sim_recipe(tmp_path, [ClassSpec("mitochondria", "instance"),
+                                    ClassSpec("membranes"), ClassSpec("er")], share=1.0)
+    config, _ = load_recipe(path, tmp_path / "run", base="tiny-em")
+    config.datasets = [DatasetSpec(lab_set, "train", {"mitochondria": "mitochondria"})]
+    with pytest.raises(InputError, match="between 0 and 1"):
+        _gather_images(config, config.card)
 
 
 # ---------------------------------------------------------------------- the run record

@@ -5,7 +5,14 @@ queue sends the annotator first where the model is least sure. Each image is
 segmented with uncertainty maps (:mod:`napari_organelle.uncertainty`: the
 entropy of the probabilities averaged over four flips); every plane is cut into
 square tiles (the whole plane when it is smaller than a tile); a tile's score is
-the mean uncertainty of its pixels, averaged over the classes. The queue takes
+the mean uncertainty of its pixels, averaged over the classes, each class's
+uncertainty discounted where the model finds little of that class: a tile whose
+predicted share of the class is below ``presence`` (10 %) keeps that fraction of
+its uncertainty (a quarter at 2.5 %). A correction of a tile the model thinks
+is nearly empty teaches it mostly background, and a few such tiles fine-tuned
+on their own make it unlearn the class (``benchmarks/active_learning.py``;
+the rule was chosen on the train images' pools, not the test splits:
+docs/benchmarks.md#active-learning). The queue takes
 the best-scoring tiles greedily, skipping any tile that lies within
 ``spacing`` tiles of one already taken in the same plane, or in a plane within
 ``z_spacing`` of it along the stack's last axis (the same structure seen again
@@ -45,11 +52,13 @@ import numpy as np
 from .errors import InputError
 from .progress import Progress
 
-__all__ = ["Region", "candidate_regions", "choose_diverse", "rank_regions", "suggest_iter",
-           "write_suggestions"]
+__all__ = ["PRESENCE", "Region", "candidate_regions", "choose_diverse", "rank_regions",
+           "score_window", "suggest_iter", "write_suggestions"]
 
 #: Default tile edge of the queue, in pixels (what an annotator corrects in a few minutes).
 TILE = 256
+#: Predicted share of a class in a tile at which its uncertainty counts in full.
+PRESENCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,9 @@ class Region:
         source: the image (a file path or a layer name).
         plane: index of the plane along the axes before Y and X (``()`` for 2-D).
         box: ``(y0, x0, y1, x1)`` in pixels of the image (end exclusive).
-        score: mean uncertainty of the region, 0..1 bits (mean over classes).
-        per_class: the mean uncertainty of each class there.
+        score: expected benefit: mean uncertainty of the region, 0..1 bits, each
+            class's discounted by its predicted presence (mean over classes).
+        per_class: the mean uncertainty of each class there (not discounted).
         rank: 1 for the region to annotate first.
     """
 
@@ -74,10 +84,10 @@ class Region:
     pattern: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
-        """A short line for a list: ``3. plane 4, y 0-256, x 256-512 (unsure 0.41)``."""
+        """A short line for a list: ``3. plane 4, y 0-256, x 256-512 (score 0.41)``."""
         y0, x0, y1, x1 = self.box
         where = f"plane {', '.join(map(str, self.plane))}, " if self.plane else ""
-        return f"{self.rank}. {where}y {y0}-{y1}, x {x0}-{x1} (unsure {self.score:.2f})"
+        return f"{self.rank}. {where}y {y0}-{y1}, x {x0}-{x1} (score {self.score:.2f})"
 
 
 def _starts(length: int, tile: int) -> list[int]:
@@ -91,7 +101,8 @@ def _starts(length: int, tile: int) -> list[int]:
 
 
 def candidate_regions(maps: Mapping[str, np.ndarray], tile: int = TILE,
-                      source: str = "image") -> list[Region]:
+                      source: str = "image", masks: Mapping[str, np.ndarray] | None = None,
+                      presence: float = PRESENCE) -> list[Region]:
     """Every tile of every plane of uncertainty ``maps``, scored (not yet ranked).
 
     Args:
@@ -99,6 +110,10 @@ def candidate_regions(maps: Mapping[str, np.ndarray], tile: int = TILE,
             all the same shape, as :attr:`SegmentationResult.uncertainty` holds them.
         tile: tile edge in pixels; planes smaller than that are one region.
         source: what the regions are of (a path or a layer name).
+        masks: per class, the model's masks or labels (non-zero: the class), to
+            discount tiles where it finds little of the class (see :func:`score_window`);
+            ``None``: uncertainty alone.
+        presence: predicted share at which a class's uncertainty counts in full.
 
     Raises:
         InputError: no maps, or maps of different shapes.
@@ -113,18 +128,49 @@ def candidate_regions(maps: Mapping[str, np.ndarray], tile: int = TILE,
     shape = shapes.pop()
     if len(shape) < 2:
         raise InputError(f"uncertainty maps must have Y and X axes, not shape {shape}")
-    names = list(maps)
+    if masks is not None and any(np.shape(masks[name]) != shape for name in maps):
+        raise InputError("the masks must have the uncertainty maps' shape, one per class")
     regions = []
     for plane in product(*(range(n) for n in shape[:-2])):
         for y, x in product(_starts(shape[-2], tile), _starts(shape[-1], tile)):
             box = (y, x, min(y + tile, shape[-2]), min(x + tile, shape[-1]))
             window = (*plane, slice(box[0], box[2]), slice(box[1], box[3]))
-            per_class = {name: float(np.nanmean(maps[name][window])) for name in names}
-            score = float(np.mean(list(per_class.values())))
-            combined = np.mean([maps[name][window] for name in names], axis=0)
+            score, per_class, pattern = score_window(maps, masks, window, presence)
             regions.append(Region(source, tuple(int(i) for i in plane), box, score, per_class,
-                                  pattern=thumbnail(combined)))
+                                  pattern=pattern))
     return regions
+
+
+def score_window(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None,
+                 window: tuple[Any, ...], presence: float = PRESENCE
+                 ) -> tuple[float, dict[str, float], tuple[float, ...]]:
+    """The expected benefit of annotating one window; with its uncertainty per class and pattern.
+
+    Each class's mean uncertainty is multiplied by ``min(1, share / presence)``,
+    where ``share`` is the share of the window the model assigns to the class;
+    the benefit is the mean over classes.
+
+    Examples:
+        >>> unsure = {"er": np.full((4, 4), 0.5, np.float32)}
+        >>> found = {"er": np.zeros((4, 4), np.uint8)}
+        >>> found["er"][0, :2] = 1          # 1/8 of the window: above 10 %, full weight
+        >>> round(score_window(unsure, found, np.s_[:, :])[0], 3)
+        0.5
+        >>> round(score_window(unsure, found, np.s_[2:, :])[0], 3)  # none found there
+        0.0
+        >>> round(score_window(unsure, None, np.s_[2:, :])[0], 3)   # uncertainty alone
+        0.5
+    """
+    per_class = {name: float(np.nanmean(maps[name][window], dtype=np.float64)) for name in maps}
+    weighted = []
+    for name, unsure in per_class.items():
+        weight = 1.0
+        if masks is not None and presence > 0:
+            share = float(np.mean(np.asarray(masks[name][window]) > 0))
+            weight = min(1.0, share / presence)
+        weighted.append(unsure * weight)
+    combined = np.mean([np.asarray(maps[name][window], np.float32) for name in maps], axis=0)
+    return float(np.mean(weighted)), per_class, thumbnail(combined)
 
 
 def thumbnail(values: np.ndarray, size: int = 8) -> tuple[float, ...]:
@@ -205,9 +251,11 @@ def choose_diverse(candidates: Iterable[Region], n: int, tile: int = TILE, spaci
 
 
 def rank_regions(maps: Mapping[str, np.ndarray], n: int, tile: int = TILE,
-                 source: str = "image", spacing: int = 1, z_spacing: int = 1) -> list[Region]:
+                 source: str = "image", spacing: int = 1, z_spacing: int = 1,
+                 masks: Mapping[str, np.ndarray] | None = None) -> list[Region]:
     """The queue of one image: :func:`candidate_regions`, then :func:`choose_diverse`."""
-    return choose_diverse(candidate_regions(maps, tile, source), n, tile, spacing, z_spacing)
+    return choose_diverse(candidate_regions(maps, tile, source, masks), n, tile, spacing,
+                          z_spacing)
 
 
 def suggest_iter(images: Sequence[tuple[str, Any]], model: Any, n: int, *, tile: int = TILE,
@@ -245,7 +293,9 @@ def suggest_iter(images: Sequence[tuple[str, Any]], model: Any, n: int, *, tile:
                 break
             yield Progress(index * 100 + round(100 * step.fraction), 100 * len(images),
                            f"{source}: {step.message}")
-        candidates.extend(candidate_regions(result.uncertainty, tile, source))
+        candidates.extend(candidate_regions(result.uncertainty, tile, source,
+                                            masks={name: result.labels[name]
+                                                   for name in result.uncertainty}))
     return choose_diverse(candidates, n, tile, spacing, z_spacing)
 
 

@@ -74,6 +74,8 @@ class TrainingImage:
     source: str
     weight: float = 1.0
     _annotated: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _positives: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False,
+                                              compare=False)
 
     def annotated_pixels(self) -> np.ndarray:
         """Flat indices of pixels annotated in at least one class (a subsample, computed once).
@@ -86,6 +88,17 @@ class TrainingImage:
             # Every 7th annotated pixel is plenty to draw centres from and keeps this small.
             self._annotated = np.flatnonzero(annotated)[::7].astype(np.int64)
         return self._annotated
+
+    def class_pixels(self, index: int) -> np.ndarray:
+        """Flat indices of pixels of class ``index`` (target 1; a subsample, computed once).
+
+        Crops centred on them make a rare class (a new one, a few synapses in a
+        big image) part of most batches, as nnU-Net's foreground oversampling does.
+        """
+        if index not in self._positives:
+            found = np.flatnonzero(self.target[index].ravel() == 1)
+            self._positives[index] = found[::3].astype(np.int64)
+        return self._positives[index]
 
 
 def dataset_classes(path: Path, split: str = "train") -> list[str]:

@@ -112,6 +112,10 @@ class FinetuneSettings:
         replay: share of each batch drawn from the base model's own training
             data (0 to 0.9), against forgetting.
         data_root: folder holding the base model's data sets, for replay.
+        new_class_crops: share of the crops centred on a pixel of an added class
+            (when ``add_classes`` is not empty): a new class is often rare (synapses
+            cover 0.3-0.6 % of em-drosophila-vnc), and random crops would show it
+            too seldom to learn from a few images (``benchmarks/add_class.py``).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         threads: CPU threads for torch (0: torch's default).
         batch_size: crops per step (None: 4 on a CPU, 8 on a GPU).
@@ -137,6 +141,7 @@ class FinetuneSettings:
     val_fraction: float = 0.2
     replay: float = 0.0
     data_root: Path | None = None
+    new_class_crops: float = 0.5
     device: str = "auto"
     threads: int = 0
     batch_size: int | None = None
@@ -171,6 +176,9 @@ class FinetuneSettings:
                 raise InputError(f"{label} must be positive, not {value}")
         if not 0 <= self.replay <= 0.9:
             raise InputError(f"replay is a share of each batch, 0 to 0.9, not {self.replay}")
+        if not 0 <= self.new_class_crops <= 1:
+            raise InputError("the share of crops centred on new classes must be 0 to 1, not "
+                             f"{self.new_class_crops}")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"the validation fraction must be 0 to <1, not {self.val_fraction}")
         if self.crop % 32 or self.crop < 32:
@@ -826,7 +834,9 @@ def _train_config(settings: FinetuneSettings, card: ModelCard, plan: _Plan, work
         batch_size=batch_size, crop=settings.crop, learning_rate=settings.learning_rate,
         validate_every=settings.validate_every or (20 if on_cpu else 100),
         patience=settings.patience, seed=settings.seed, device=settings.device,
-        threads=settings.threads, augment=_augment_settings(card), resume=resume)
+        threads=settings.threads, augment=_augment_settings(card), resume=resume,
+        focus_classes=[spec.name for spec in settings.add_classes],
+        focus_share=settings.new_class_crops if settings.add_classes else 0.0)
 
 
 def _augment_settings(card: ModelCard) -> AugmentSettings:

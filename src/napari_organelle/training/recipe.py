@@ -72,13 +72,39 @@ def load_recipe(name_or_path: str | Path, out: Path, data_root: Path | None = No
     config = TrainConfig(out=out, card=card, datasets=datasets, augment=augment, **settings)
     simulated = recipe.get("simulated")
     if simulated:
-        from .simulated import simulated_images
-
-        norm = (card.normalization.low, card.normalization.high)
-        shape = tuple(simulated.get("shape", (256, 256)))
-        config.images = simulated_images(int(simulated["n_train"]), card.class_names,
-                                         int(simulated.get("seed", 1)), shape, norm)
-        config.val_images = simulated_images(int(simulated["n_val"]), card.class_names,
-                                             int(simulated.get("seed", 1)) + 1_000_003, shape,
-                                             norm, name="simulated-validation")
+        config.images, config.val_images = recipe_simulated_images(simulated, card)
+        if simulated.get("share") is not None:
+            config.images_share = float(simulated["share"])
     return config, recipe
+
+
+def recipe_simulated_images(simulated: dict[str, Any], card: ModelCard
+                            ) -> tuple[list[Any], list[Any]]:
+    """The training and validation images of a recipe's ``"simulated"`` section.
+
+    ``"simulator"`` names the simulator: ``"fluo-scene"`` (the default: one
+    organelle per fluorescence image) or ``"em-cells"`` (EM sections of
+    cultured cells and hepatocytes, teaching only the classes listed in
+    ``"classes"``). Validation images use seeds far from the training ones.
+    """
+    from .simulated import SIMULATORS, simulated_em_images, simulated_images
+
+    simulator = simulated.get("simulator", "fluo-scene")
+    if simulator not in SIMULATORS:
+        raise InputError(f"unknown simulator {simulator!r}; known: {', '.join(SIMULATORS)}")
+    norm = (card.normalization.low, card.normalization.high)
+    seed = int(simulated.get("seed", 1))
+    if simulator == "em-cells":
+        shape = tuple(simulated.get("shape", (512, 512)))
+        taught = list(simulated.get("classes") or [])
+        if not taught:
+            raise InputError("an em-cells simulated section must list the classes it teaches")
+        pixel = float(card.pixel_size_nm or 8.0)
+        return (simulated_em_images(int(simulated["n_train"]), card.class_names, seed, taught,
+                                    shape, pixel, norm),
+                simulated_em_images(int(simulated["n_val"]), card.class_names, seed + 1_000_003,
+                                    taught, shape, pixel, norm, name="simulated-em-validation"))
+    shape = tuple(simulated.get("shape", (256, 256)))
+    return (simulated_images(int(simulated["n_train"]), card.class_names, seed, shape, norm),
+            simulated_images(int(simulated["n_val"]), card.class_names, seed + 1_000_003, shape,
+                             norm, name="simulated-validation"))

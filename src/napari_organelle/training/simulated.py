@@ -44,3 +44,59 @@ def simulated_images(n: int, class_names: Sequence[str], seed: int,
         images.append(TrainingImage(normalize_percentile(raw, *normalization), target,
                                     f"{name}/{index:05d}", name))
     return images
+
+
+#: The simulators a recipe's ``"simulated"`` section can name.
+SIMULATORS = ("fluo-scene", "em-cells")
+
+
+def simulated_em_images(n: int, class_names: Sequence[str], seed: int, taught: Sequence[str],
+                        shape: tuple[int, int] = (512, 512), pixel_size_nm: float = 8.0,
+                        normalization: tuple[float, float] = (1.0, 99.8),
+                        name: str = "simulated-em") -> list[TrainingImage]:
+    """Draw ``n`` simulated EM sections of cultured cells and hepatocytes with targets.
+
+    Sections come from :func:`napari_organelle.simulation.em_cells.simulate_em_cell`
+    (randomised tissue and TEM, SBF-SEM or FIB-SEM contrast) at the model's pixel
+    size. Only the ``taught`` classes get targets; every other class of the model
+    is ignored in these images, so a class that real data sets annotate (EM
+    mitochondria, cell boundaries) keeps learning from real images only.
+
+    Args:
+        n: how many images.
+        class_names: the model's classes, in output order.
+        seed: the first image's seed (image ``i`` uses ``seed + i``).
+        taught: classes these images teach; each must be a class of the simulator.
+        shape: image shape in pixels.
+        pixel_size_nm: the model's pixel size.
+        normalization: the model's percentile normalisation.
+        name: prefix of the images' names in reports.
+
+    Raises:
+        InputError: a taught class the simulator does not draw.
+
+    Example:
+        >>> images = simulated_em_images(1, ["mitochondria", "nuclei"], 5, ["nuclei"],
+        ...                              shape=(128, 128))
+        >>> images[0].target.shape, int(images[0].target[0].min())  # mitochondria ignored
+        ((2, 128, 128), 255)
+    """
+    from ..errors import InputError
+    from ..simulation.em_cells import EM_CELL_CLASSES, simulate_em_cell
+
+    unknown = sorted(set(taught) - set(EM_CELL_CLASSES))
+    not_in_model = sorted(set(taught) - set(class_names))
+    if not_in_model:
+        raise InputError(f"simulated images would teach {', '.join(not_in_model)}, which the "
+                         f"model lacks (its classes: {', '.join(class_names)})")
+    if unknown:
+        raise InputError(f"the EM cell simulator does not draw {', '.join(unknown)}; it draws "
+                         f"{', '.join(EM_CELL_CLASSES)}")
+    images = []
+    for index in range(n):
+        em = simulate_em_cell(seed + index, shape, pixel_size_nm)
+        target = np.stack([(em.labels[c] > 0).astype(np.uint8) if c in taught
+                           else np.full(shape, IGNORE, np.uint8) for c in class_names])
+        images.append(TrainingImage(normalize_percentile(em.image, *normalization), target,
+                                    f"{name}/{index:05d}", name))
+    return images

@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,11 @@ class TrainConfig:
         datasets: data sets in the shared layout.
         images: extra in-memory training images (simulated data, corrections).
         val_images: explicit validation images (else split from ``datasets``).
+        images_share: share of the crops drawn from ``images`` (``None``: by
+            area, like every other image); e.g. 0.35 keeps simulated images
+            from crowding out real ones however many there are.
+        focus_classes: classes that a ``focus_share`` of the crops is centred on
+            (rare or newly added classes, see :func:`~.augment.sample_batch`).
         monitor_images: images scored at every validation but never used to pick
             the kept model, e.g. held-out images of the base model's own
             training data, which show forgetting while fine-tuning.
@@ -72,6 +77,9 @@ class TrainConfig:
     datasets: list[DatasetSpec] = field(default_factory=list)
     images: list[TrainingImage] = field(default_factory=list)
     val_images: list[TrainingImage] = field(default_factory=list)
+    images_share: float | None = None
+    focus_classes: list[str] = field(default_factory=list)
+    focus_share: float = 0.0
     monitor_images: list[TrainingImage] = field(default_factory=list)
     val_fraction: float = 0.2
     iterations: int | None = 1000
@@ -96,7 +104,8 @@ class TrainConfig:
             "datasets": [{"path": Path(spec.path).name, "split": spec.split,
                           "class_map": spec.class_map, "weight": spec.weight}
                          for spec in self.datasets],
-            "extra_images": len(self.images),
+            "extra_images": len(self.images), "images_share": self.images_share,
+            "focus_classes": list(self.focus_classes), "focus_share": self.focus_share,
             "val_fraction": self.val_fraction, "iterations": self.iterations,
             "minutes": self.minutes, "batch_size": self.batch_size, "crop": self.crop,
             "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
@@ -212,6 +221,10 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
     train_images, val_images = _gather_images(config, card)
     if not train_images:
         raise InputError("no training images: give at least one data set or correction")
+    unknown = sorted(set(config.focus_classes) - set(class_names))
+    if unknown:
+        raise InputError(f"focus classes {', '.join(unknown)} are not classes of the model")
+    focus = [class_names.index(name) for name in config.focus_classes]
     network.to(device).train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -246,7 +259,7 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
             stopped = "time-budget"
             break
         images, targets = sample_batch(train_images, config.batch_size, config.crop, rng,
-                                       config.augment)
+                                       config.augment, focus, config.focus_share)
         images, targets = images.to(device), targets.to(device)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, started, deadline)
@@ -341,7 +354,16 @@ def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, st
     card = ModelCard.from_dict(json.loads(json.dumps(base.card.to_dict())))
     known = set(card.class_names)
     new = [spec for spec in config.add_classes if spec.name not in known]
+    if config.card is not None:
+        # A recipe that continues from a base adds the classes its card has and the base lacks.
+        named = {spec.name for spec in new}
+        new += [spec for spec in config.card.classes
+                if spec.name not in known and spec.name not in named]
     card.classes = card.classes + new
+    if config.card is not None and card.class_names != config.card.class_names:
+        raise InputError(
+            f"the recipe's classes ({', '.join(config.card.class_names)}) must be the base "
+            f"model's ({', '.join(base.card.class_names)}) followed by the new ones, in order")
     card.parent = base.card.full_name
     card.metrics = {}
     # The base's calibration of the unfamiliar-image warning describes the base's features;
@@ -386,7 +408,16 @@ def _gather_images(config: TrainConfig, card: ModelCard
     for spec in config.datasets:
         loaded.extend(load_dataset(spec, card.class_names, card.pixel_size_nm, (low, high)))
     train_images, val_images = split_by_image(loaded, config.val_fraction, config.seed)
-    train_images = train_images + list(config.images)
+    extra = list(config.images)
+    if config.images_share is not None and extra and train_images:
+        if not 0.0 < config.images_share < 1.0:
+            raise InputError(f"images_share must lie between 0 and 1, not {config.images_share}")
+        # Sampling is by weight x area: scale the extra images' weights to their share.
+        real = sum(item.weight * item.image.size for item in train_images)
+        added = sum(item.weight * item.image.size for item in extra)
+        factor = config.images_share / (1.0 - config.images_share) * real / added
+        extra = [replace(item, weight=item.weight * factor) for item in extra]
+    train_images = train_images + extra
     val_images = val_images + list(config.val_images)
     return train_images, val_images
 
