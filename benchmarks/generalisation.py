@@ -178,7 +178,7 @@ def leave_one_out(args: argparse.Namespace, done: dict[str, Any],
             print(f"{held_out}: not here, fold skipped")
             continue
         out = args.work / f"without-{held_out}"
-        config, recipe = load_recipe("em-organelles-v2", out, args.data)
+        config, recipe = load_recipe("em-organelles", out, args.data)
         left_out = {held_out, *SAME_SOURCE.get(held_out, ())}
         config.datasets = [spec for spec in config.datasets
                            if Path(spec.path).name not in left_out]

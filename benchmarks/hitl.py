@@ -160,7 +160,7 @@ def base_model(args: argparse.Namespace, budget: Budget) -> tuple[Path, float | 
     from napari_organelle.training import AugmentSettings, DatasetSpec, TrainConfig, train_iter
     from napari_organelle.training.recipe import find_recipe
 
-    settings = {"recipe": "em-organelles-v2", "data": OLD_DOMAIN, "minutes": budget.base_minutes,
+    settings = {"recipe": "em-organelles", "data": OLD_DOMAIN, "minutes": budget.base_minutes,
                 "batch_size": budget.batch_size, "crop": budget.crop, "seed": args.seed,
                 "device": args.device}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -173,7 +173,7 @@ def base_model(args: argparse.Namespace, budget: Budget) -> tuple[Path, float | 
     print(f"training the base model on {OLD_DOMAIN} for {budget.base_minutes:g} min…",
           flush=True)
     # The bundled model's card and training settings, on one data set.
-    recipe = json.loads(find_recipe("em-organelles-v2").read_text())
+    recipe = json.loads(find_recipe("em-organelles").read_text())
     card = ModelCard.from_dict(recipe["card"])
     card.name, card.version = "hitl-base", "1"
     card.training_data = [entry for entry in card.training_data

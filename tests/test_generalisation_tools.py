@@ -131,7 +131,7 @@ def test_a_recipe_that_continues_from_another_says_which_to_build_first(tmp_path
                  "--out", str(tmp_path / "run")])
     assert code != 0
     error = capsys.readouterr().err
-    assert "em-organelles-v2" in error and "--base" in error
+    assert "em-organelles-v1" in error and "--base" in error
 
 
 def test_a_model_trained_from_a_base_starts_without_the_bases_calibration(tmp_path):

@@ -111,7 +111,7 @@ def test_bundled_models_load_and_fit_the_size_limit():
         assert all(entry.get("licence") for entry in model.card.training_data)
 
 
-@pytest.mark.parametrize("recipe_name", ["em-organelles", "fluo-organelles"])
+@pytest.mark.parametrize("recipe_name", ["em-organelles", "em-organelles-v3", "fluo-organelles"])
 def test_bundled_recipes_describe_buildable_models_within_the_size_limit(recipe_name):
     from napari_organelle.training.recipe import find_recipe
 
