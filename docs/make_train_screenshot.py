@@ -56,7 +56,7 @@ def main() -> None:
                                  name=f"vnc {stem}", scale=(0.0046, 0.0046),
                                  units=("micrometer", "micrometer"))
         painted = viewer.add_labels(np.zeros(image.data.shape, np.uint16), name="synapses",
-                                    scale=image.scale)
+                                    scale=image.scale, units=("micrometer", "micrometer"))
         painted.data = label(tifffile.imread(folder / "masks" / "synapses" / f"{stem}.tif") == 1
                              ).astype(np.uint16)
         wait(app, lambda: False, 0.3)
