@@ -562,3 +562,8 @@ def test_a_set_marked_validation_only_is_refused_for_training(tmp_path):
         load_dataset(DatasetSpec(root), ["mitochondria"], None)
     # scoring still reads it
     assert read_dataset_info(root).validation_only
+
+
+def test_a_share_of_new_class_crops_outside_0_1_is_refused(lab_set):
+    with pytest.raises(InputError, match="centred on new classes"):
+        settings([lab_set], new_class_crops=1.5).check()
