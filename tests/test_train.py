@@ -179,6 +179,120 @@ def test_added_class_keeps_old_outputs_identical_at_step_zero(home, tmp_path):
     torch.testing.assert_close(new[:, :2], old, rtol=0, atol=0)
 
 
+def test_a_new_class_row_steps_faster_and_the_rest_at_the_base_rate(home, tmp_path):
+    import copy
+    from dataclasses import replace
+
+    from napari_organelle.training.trainer import _optimizer
+
+    config = TrainConfig(out=tmp_path / "run", base="tiny-em", add_classes=[ClassSpec("er")],
+                         learning_rate=1e-3)
+    network = _starting_model(config)[1].train()
+    twin = copy.deepcopy(network)
+    start = copy.deepcopy(network.state_dict())
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def one_step(net: torch.nn.Module, factor: float) -> dict[str, torch.Tensor]:
+        optimizer, head = _optimizer(net, replace(config, new_head_factor=factor), [2])
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * group["factor"]
+        optimizer.zero_grad()
+        net(x).square().mean().backward()
+        head.step(optimizer.step)
+        return net.state_dict()
+
+    fast, plain = one_step(network, 10.0), one_step(twin, 1.0)
+    weight = "segmentation_head.0.weight"
+    # One AdamW step from the same gradients: old rows and the body move alike ...
+    torch.testing.assert_close(fast[weight][:2], plain[weight][:2])
+    torch.testing.assert_close(fast["encoder.conv1.weight"], plain["encoder.conv1.weight"])
+    assert not torch.equal(plain[weight][:2], start[weight][:2])
+    # ... and the new row moves 10 x as far.
+    ratio = (fast[weight][2] - start[weight][2]).abs().sum() / (
+        plain[weight][2] - start[weight][2]).abs().sum()
+    assert 9.9 < float(ratio) < 10.1
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_statistics_while_the_decoder_learns(
+        home, tmp_path, lab_set):
+    images = load_dataset(DatasetSpec(lab_set), ["mitochondria", "membranes"], None)
+    config = TrainConfig(out=tmp_path / "run", base="tiny-em", images=images, val_fraction=0.0,
+                         iterations=2, freeze_encoder=True, **TINY)
+    train(config)
+    before = load_model("tiny-em").network.state_dict()
+    after = load_model(tmp_path / "run" / "best").network.state_dict()
+    encoder = [key for key in before if key.startswith("encoder.")]
+    assert any("running_mean" in key for key in encoder)
+    for key in encoder:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    assert any(not torch.equal(after[key], before[key]) for key in before
+               if key.startswith("decoder.") and before[key].is_floating_point())
+
+
+def test_a_new_class_starts_at_its_share_of_annotated_pixels(home, tmp_path, lab_set):
+    from napari_organelle.training.trainer import start_at_prior
+
+    images = load_dataset(DatasetSpec(lab_set), ["mitochondria", "membranes", "er"], None)
+    network = _starting_model(TrainConfig(out=tmp_path / "x", base="tiny-em",
+                                          add_classes=[ClassSpec("er")]))[1]
+    old_bias = network.segmentation_head[0].bias[:2].clone()
+    priors = start_at_prior(network, [2], images)
+    targets = np.stack([item.target[2] for item in images])
+    share = (targets == 1).sum() / (targets != IGNORE).sum()
+    assert priors[2] == pytest.approx(share)
+    assert float(torch.sigmoid(network.segmentation_head[0].bias[2])) == pytest.approx(share)
+    torch.testing.assert_close(network.segmentation_head[0].bias[:2], old_bias)
+
+
+def test_a_new_head_factor_that_is_not_positive_is_refused(lab_set):
+    with pytest.raises(InputError, match="positive"):
+        settings([lab_set], new_head_factor=0).check()
+
+
+def test_unannotated_old_classes_are_filled_with_the_base_models_confident_guesses(
+        home, tmp_path):
+    from napari_organelle.training.finetune import label_from_base
+
+    er_only = write_dataset(tmp_path / "er-only", n_images=2, classes=("er",))
+    base = load_model("tiny-em")
+    images = load_dataset(DatasetSpec(er_only), ["mitochondria", "membranes", "er"], None)
+    labelled = label_from_base(base.network, images, 2, torch.device("cpu"), confident=0.8)
+    for before, after in zip(images, labelled):
+        assert (before.target[:2] == IGNORE).all()  # the inputs are left alone
+        np.testing.assert_array_equal(after.target[2], before.target[2])  # painted: kept
+        from napari_organelle.training.trainer import predict_image
+
+        probability = predict_image(base.network, before.image, 2, torch.device("cpu"))
+        sure = (probability >= 204) | (probability <= 51)
+        np.testing.assert_array_equal(after.target[:2] != IGNORE, sure)
+        np.testing.assert_array_equal(after.target[:2][sure], probability[sure] >= 204)
+    # Fully annotated old classes are not touched.
+    full = load_dataset(DatasetSpec(er_only), ["er"], None)
+    assert label_from_base(base.network, full, 0, torch.device("cpu"))[0] is full[0]
+
+
+def test_adding_a_class_turns_on_what_protects_the_old_ones_and_plain_runs_do_not(
+        home, lab_set):
+    adding = finetune(settings([lab_set], add_classes=[ClassSpec("er")], iterations=1))
+    plain = finetune(settings([lab_set], name="plain", iterations=1))
+    for result, expected in ((adding, True), (plain, False)):
+        recipe = load_model(result.version.path).card.recipe
+        assert recipe["keep_norm_statistics"] is expected
+        assert recipe["freeze_encoder"] is expected
+    assert load_model(adding.version.path).card.recipe["new_head_factor"] == 10.0
+
+
+def test_finetuning_can_teach_old_classes_from_the_base_on_painted_images(home, tmp_path):
+    er_only = write_dataset(tmp_path / "er-only", n_images=2, classes=("er",))
+    result = finetune(settings([er_only], add_classes=[ClassSpec("er")], val_fraction=0.0,
+                               old_classes_from_base=True, keep_norm_statistics=True,
+                               new_head_factor=10.0))
+    training = load_model(result.version.path).card.extra["lineage"]["settings"]
+    assert training["finetune"]["old_classes_from_base"] is True
+    assert training["training"]["keep_norm_statistics"] is True
+    assert training["training"]["new_head_factor"] == 10.0
+
+
 # ---------------------------------------------------------------------- the training loop
 
 

@@ -38,7 +38,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from ..models.evidence import EVIDENCE_KEY
 from ..models.versions import check_model_name, register_version
 from ..progress import Progress
 from .augment import AugmentSettings
-from .datasets import DatasetSpec, TrainingImage, load_dataset, read_dataset_info
+from .datasets import IGNORE, DatasetSpec, TrainingImage, load_dataset, read_dataset_info
 from .sources import (
     DataClass,
     DataSource,
@@ -116,6 +116,25 @@ class FinetuneSettings:
             (when ``add_classes`` is not empty): a new class is often rare (synapses
             cover 0.3-0.6 % of em-drosophila-vnc), and random crops would show it
             too seldom to learn from a few images (``benchmarks/add_class.py``).
+        new_head_factor: learning-rate multiple for the output rows of added
+            classes (they start from random weights; see
+            :attr:`~.trainer.TrainConfig.new_head_factor`).
+        keep_norm_statistics: keep the base model's batch-norm statistics
+            (:attr:`~.trainer.TrainConfig.keep_norm_statistics`). None: when
+            adding classes.
+        old_classes_from_base: where the lab's images leave a class of the base
+            model unannotated (an annotator who paints only synapses), teach it
+            there from the base model's confident predictions (learning without
+            forgetting, Li & Hoiem 2016; :func:`label_from_base`). None: when
+            adding classes.
+        freeze_encoder: train the decoder and output layer only
+            (:attr:`~.trainer.TrainConfig.freeze_encoder`). None: when adding
+            classes.
+
+        The three "None: when adding classes" settings are what made adding
+        synapses work in ``benchmarks/add_class.py`` (docs/benchmarks.md);
+        plain fine-tuning on corrections of the model's own classes keeps the
+        set-up ``benchmarks/hitl.py`` measured.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         threads: CPU threads for torch (0: torch's default).
         batch_size: crops per step (None: 4 on a CPU, 8 on a GPU).
@@ -142,6 +161,10 @@ class FinetuneSettings:
     replay: float = 0.0
     data_root: Path | None = None
     new_class_crops: float = 0.5
+    new_head_factor: float = 10.0
+    keep_norm_statistics: bool | None = None
+    old_classes_from_base: bool | None = None
+    freeze_encoder: bool | None = None
     device: str = "auto"
     threads: int = 0
     batch_size: int | None = None
@@ -179,10 +202,17 @@ class FinetuneSettings:
         if not 0 <= self.new_class_crops <= 1:
             raise InputError("the share of crops centred on new classes must be 0 to 1, not "
                              f"{self.new_class_crops}")
+        if self.new_head_factor <= 0:
+            raise InputError("the learning-rate multiple of new classes must be positive, not "
+                             f"{self.new_head_factor}")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"the validation fraction must be 0 to <1, not {self.val_fraction}")
         if self.crop % 32 or self.crop < 32:
             raise InputError(f"the crop must be a multiple of 32, not {self.crop}")
+
+    def when_adding(self, value: bool | None) -> bool:
+        """A setting whose None means "on when adding classes", resolved."""
+        return bool(self.add_classes) if value is None else bool(value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
@@ -558,6 +588,16 @@ def finetune_iter(settings: FinetuneSettings, resume: bool = False,
     if settings.replay:
         yield Progress(0, 0, f"reading the training data of {base.card.full_name} for replay")
     plan = _plan(settings, base.card, card, sources)
+    if settings.when_adding(settings.old_classes_from_base):
+        yield Progress(0, 0, f"labelling unannotated classes of {base.card.full_name} "
+                             "on the training images with its predictions")
+        replayed = {str(source.path) for source in plan.replay_sources}
+        own = [item for item in plan.train if item.source not in replayed]
+        labelled = label_from_base(base.network, own, len(base.card.classes),
+                                   resolve_device(settings.device))
+        by_name = {item.name: item for item in labelled}
+        plan.train[:] = [by_name.get(item.name, item) if item.source not in replayed else item
+                         for item in plan.train]
     for note in plan.notes:
         yield Progress(0, 0, note)
 
@@ -687,6 +727,34 @@ class _Plan:
     notes: list[str]
     manifest: dict[str, Any]
     summary: list[dict[str, Any]]
+
+
+def label_from_base(network: Any, images: Sequence[TrainingImage], n_old: int, device: Any,
+                    confident: float = 0.8) -> list[TrainingImage]:
+    """Fill the unannotated pixels of the first ``n_old`` classes with the base model's
+    confident predictions (probability >= ``confident``: 1, <= 1 - ``confident``: 0);
+    the rest stays ignored.
+
+    Images whose old classes are fully annotated come back as they are; the others
+    come back as new :class:`TrainingImage` objects (the inputs are not changed).
+    """
+    from .trainer import predict_image
+
+    high, low = round(255 * confident), round(255 * (1 - confident))
+    out = []
+    for item in images:
+        unknown = item.target[:n_old] == IGNORE
+        if not unknown.any():
+            out.append(item)
+            continue
+        probabilities = predict_image(network.to(device), item.image, n_old, device)
+        guess = np.full(unknown.shape, IGNORE, np.uint8)
+        guess[probabilities >= high] = 1
+        guess[probabilities <= low] = 0
+        target = item.target.copy()
+        target[:n_old][unknown] = guess[unknown]
+        out.append(replace(item, target=target))
+    return out
 
 
 def _card_with_classes(base: ModelCard, add: Sequence[ClassSpec]) -> ModelCard:
@@ -836,7 +904,10 @@ def _train_config(settings: FinetuneSettings, card: ModelCard, plan: _Plan, work
         patience=settings.patience, seed=settings.seed, device=settings.device,
         threads=settings.threads, augment=_augment_settings(card), resume=resume,
         focus_classes=[spec.name for spec in settings.add_classes],
-        focus_share=settings.new_class_crops if settings.add_classes else 0.0)
+        focus_share=settings.new_class_crops if settings.add_classes else 0.0,
+        new_head_factor=settings.new_head_factor,
+        keep_norm_statistics=settings.when_adding(settings.keep_norm_statistics),
+        freeze_encoder=settings.when_adding(settings.freeze_encoder))
 
 
 def _augment_settings(card: ModelCard) -> AugmentSettings:
