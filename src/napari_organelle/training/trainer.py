@@ -600,5 +600,10 @@ def _restore(folder: Path, network: torch.nn.Module, optimizer: torch.optim.Opti
     network.load_state_dict(weights)
     network.to(device)
     state = torch.load(folder / STATE_FILE, map_location=device, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError:
+        raise InputError(f"the checkpoint in {folder} was saved with other training settings "
+                         "(a run from an older version?); start the run again instead of "
+                         "resuming it") from None
     return int(state["step"]), float(state["best"]), json.loads(state["history"])
