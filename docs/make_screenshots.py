@@ -4,7 +4,8 @@ Opens a real napari viewer, segments with the Segment dock exactly as a user
 would (bundled model, default settings) and saves the window:
 
 - ``segment-em.png``: a test image of em-epfl-hippocampus (``../shared/data``,
-  never trained on) segmented by ``em-organelles``;
+  never trained on) segmented by ``em-organelles``; ``segment-em-hela.png``: the
+  same for a test section of em-hela-sbfsem-mito (a HeLa cell with its nucleus);
 - ``segment-widget.png``: the simulated live-cell sample (four channels)
   segmented by ``fluo-organelles``, one channel layer per organelle.
 
@@ -60,17 +61,21 @@ def main() -> None:
 
     bundled = {info.name: info for info in list_models() if info.bundled}
 
-    # EM: a held-out test image of a data set the EM model was trained on
-    image_path = args.data_root / "em-epfl-hippocampus" / "test" / "images" / "testing0001.tif"
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 860)
-    viewer.add_image(tifffile.imread(image_path), name="epfl test 0001",
-                     scale=(0.005, 0.005), units=("micrometer", "micrometer"))
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment")
-    widget.model_combo.value = bundled["em-organelles"]
-    segment_and_save(viewer, widget, args.out / "segment-em.png")
-    viewer.close()
+    # EM: held-out test images of data sets the EM model was trained on (neuropil; a HeLa cell)
+    for set_name, file_name, label, pixel_um, out_name in (
+            ("em-epfl-hippocampus", "testing0001.tif", "epfl test 0001", 0.005, "segment-em.png"),
+            ("em-hela-sbfsem-mito", "z116.tif", "HeLa test z116", 0.010,
+             "segment-em-hela.png")):
+        image_path = args.data_root / set_name / "test" / "images" / file_name
+        viewer = napari.Viewer(show=True)
+        viewer.window.resize(1400, 860)
+        viewer.add_image(tifffile.imread(image_path), name=label,
+                         scale=(pixel_um, pixel_um), units=("micrometer", "micrometer"))
+        widget = SegmentWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Segment")
+        widget.model_combo.value = bundled["em-organelles"]
+        segment_and_save(viewer, widget, args.out / out_name)
+        viewer.close()
 
     # fluorescence: the plugin's simulated live-cell sample, one layer per channel
     viewer = napari.Viewer(show=True)

@@ -178,10 +178,10 @@ def test_a_read_only_model_folder_caches_in_the_user_folder(tiny_model, private_
                                                            monkeypatch):
     write = backends._write_cache
 
-    def refuse_model_folder(folder, content, info):
+    def refuse_model_folder(folder, content, info, *names):
         if folder == tiny_model.path:
             raise PermissionError(13, "Permission denied")
-        return write(folder, content, info)
+        return write(folder, content, info, *names)
 
     monkeypatch.setattr(backends, "_write_cache", refuse_model_folder)
     notes = []

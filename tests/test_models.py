@@ -111,7 +111,8 @@ def test_bundled_models_load_and_fit_the_size_limit():
         assert all(entry.get("licence") for entry in model.card.training_data)
 
 
-@pytest.mark.parametrize("recipe_name", ["em-organelles", "em-organelles-v3", "fluo-organelles"])
+@pytest.mark.parametrize("recipe_name", ["em-organelles", "em-organelles-v3", "em-cell-organelles",
+                                         "fluo-organelles"])
 def test_bundled_recipes_describe_buildable_models_within_the_size_limit(recipe_name):
     from napari_organelle.training.recipe import find_recipe
 
@@ -172,13 +173,18 @@ def test_class_evidence_tells_real_tested_from_simulation_only_classes():
     assert evidence["mitochondria"].mark == ""
 
 
-def test_the_bundled_em_model_is_real_tested_for_every_class():
-    from napari_organelle.models.evidence import REAL, class_evidence
+def test_the_bundled_em_model_marks_its_simulation_only_classes():
+    from napari_organelle.models.composite import members
+    from napari_organelle.models.evidence import REAL, SIMULATION_ONLY, class_evidence
     from napari_organelle.models.registry import BUNDLED_DIR
 
     card = ModelCard.load(BUNDLED_DIR / "em-organelles" / CARD_FILE)
     assert {name: item.status for name, item in class_evidence(card).items()} == {
-        "mitochondria": REAL, "cell_boundary": REAL}
+        "mitochondria": REAL, "cell_boundary": REAL, "nuclei": SIMULATION_ONLY,
+        "er": SIMULATION_ONLY, "lipid_droplets": SIMULATION_ONLY, "golgi": SIMULATION_ONLY}
+    # the real-tested classes come from the network that learnt them from real images
+    assert members(card)[0]["classes"] == ["mitochondria", "cell_boundary"]
+    assert members(card)[0]["source"] == "em-organelles@2.0.0"
 
 
 def test_simulation_only_classes_of_a_recipe_and_after_continuing():

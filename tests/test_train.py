@@ -681,3 +681,20 @@ def test_a_set_marked_validation_only_is_refused_for_training(tmp_path):
 def test_a_share_of_new_class_crops_outside_0_1_is_refused(lab_set):
     with pytest.raises(InputError, match="centred on new classes"):
         settings([lab_set], new_class_crops=1.5).check()
+
+
+def test_a_new_network_can_start_from_another_models_encoder(home, tmp_path):
+    from napari_organelle.training.trainer import TrainConfig
+
+    card = tiny_card("from-encoder", classes=[ClassSpec("nuclei", "instance")])
+    config = TrainConfig(out=tmp_path / "run", card=card, encoder_from="tiny-em@0")
+    _, network, parent = _starting_model(config)
+    source = load_model("tiny-em@0").network
+    for key, value in source.encoder.state_dict().items():
+        torch.testing.assert_close(network.encoder.state_dict()[key], value, rtol=0, atol=0)
+    assert parent is None  # a new model, not a fine-tuned one
+
+    other = tiny_card("other", classes=[ClassSpec("nuclei")])
+    other.encoder = "resnet34"
+    with pytest.raises(InputError, match="does not fit"):
+        _starting_model(TrainConfig(out=tmp_path / "run2", card=other, encoder_from="tiny-em@0"))

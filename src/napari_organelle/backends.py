@@ -8,7 +8,8 @@ converted copy is kept:
 
 * **where**: beside the weights (``model.onnx`` and ``model.onnx.json`` in the
   model folder); where that folder cannot be written (a bundled model installed
-  read-only), under the user data folder (``<data>/cache/onnx/``);
+  read-only), under the user data folder (``<data>/cache/onnx/``); a part of a
+  composite model that runs alone has its own copy (``model.member0.onnx``);
 * **when it is rebuilt**: its key (the weights' SHA-256, the torch and onnx
   versions, the opset, the input channels and classes) no longer matches, or the
   file is damaged (its SHA-256, kept in ``model.onnx.json``, differs, or ONNX
@@ -231,18 +232,22 @@ class TorchRunner:
     def _forward(self, inputs: torch.Tensor, features: FeatureMeter | None) -> torch.Tensor:
         if features is None or not _has_encoder(self.network):
             return self.network(inputs)
-        logits, deepest = _encode_decode(self.network, inputs)
+        logits, deepest = encode_decode(self.network, inputs)
         features.add(deepest.float().cpu().numpy())
         return logits
 
 
 def _has_encoder(network: torch.nn.Module) -> bool:
-    return all(hasattr(network, part) for part in ("encoder", "decoder", "segmentation_head"))
+    return hasattr(network, "forward_with_features") or all(
+        hasattr(network, part) for part in ("encoder", "decoder", "segmentation_head"))
 
 
-def _encode_decode(network: torch.nn.Module, inputs: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """smp's ``SegmentationModel.forward``, keeping the deepest encoder features."""
+def encode_decode(network: torch.nn.Module, inputs: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """smp's ``SegmentationModel.forward``, keeping the deepest encoder features (a composite
+    network's own ``forward_with_features``)."""
+    if hasattr(network, "forward_with_features"):
+        return network.forward_with_features(inputs)
     encoded = network.encoder(inputs)
     decoded = (network.decoder(*encoded) if _decoder_takes_separate_features(network)
                else network.decoder(encoded))
@@ -306,11 +311,19 @@ class _Exported(torch.nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.has_features:
             return (torch.sigmoid(self.network(inputs)),)
-        logits, deepest = _encode_decode(self.network, inputs)
+        logits, deepest = encode_decode(self.network, inputs)
         return torch.sigmoid(logits), deepest.mean(dim=(2, 3))
 
 
 # ------------------------------------------------------------------ the conversion and its cache
+
+
+def onnx_file_names(model: Model) -> tuple[str, str]:
+    """The converted graph's file and its description's, beside the weights; a part of a
+    composite model (:func:`~napari_organelle.models.composite.member_model`) has its own."""
+    if not model.part:
+        return ONNX_FILE, ONNX_INFO_FILE
+    return f"model.{model.part}.onnx", f"model.{model.part}.onnx.json"
 
 
 def _weights_file(model: Model) -> Path | None:
@@ -340,7 +353,8 @@ def cache_key(model: Model) -> dict[str, Any] | None:
     return {"format": EXPORT_FORMAT, "weights_sha256": sha256_file(weights),
             "torch": torch.__version__, "onnx": version("onnx"), "opset": OPSET,
             "in_channels": int(card.in_channels), "classes": len(card.classes),
-            "architecture": card.architecture, "encoder": card.encoder}
+            "architecture": card.architecture, "encoder": card.encoder,
+            **({"part": model.part} if model.part else {})}
 
 
 def _cache_folders(model: Model, key: dict[str, Any]) -> list[Path]:
@@ -349,7 +363,9 @@ def _cache_folders(model: Model, key: dict[str, Any]) -> list[Path]:
 
     folders = [Path(model.path)] if model.path is not None else []
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.card.full_name)
-    folders.append(user_data_dir() / "cache" / "onnx" / f"{name}-{key['weights_sha256'][:16]}")
+    part = f"-{model.part}" if model.part else ""
+    folders.append(user_data_dir() / "cache" / "onnx"
+                   / f"{name}{part}-{key['weights_sha256'][:16]}")
     return folders
 
 
@@ -388,7 +404,8 @@ def onnx_runner(model: Model, notes: list[str] | None = None,
     if key is None:
         content, has_features, _, session = _convert(model, threads)
         return OnnxRunner(session, has_features)
-    identity = (str(Path(model.path).resolve()), json.dumps(key, sort_keys=True))
+    identity = (str(Path(model.path).resolve()) + (f"#{model.part}" if model.part else ""),
+                json.dumps(key, sort_keys=True))
     with _lock:
         cached = _sessions.get((*identity, threads))
         if cached is not None:
@@ -411,17 +428,18 @@ def _load_or_convert(model: Model, key: dict[str, Any], threads: int,
                      notes: list[str] | None) -> OnnxRunner:
     name = model.card.full_name
     folders = _cache_folders(model, key)
+    graph_name, info_name = onnx_file_names(model)
     problems = []
     for folder in folders:
-        problem = _cache_problem(folder, key)
+        problem = _cache_problem(folder, key, graph_name, info_name)
         if problem is None:
             try:
-                info = json.loads((folder / ONNX_INFO_FILE).read_text())
-                session = _session(str(folder / ONNX_FILE), threads)
+                info = json.loads((folder / info_name).read_text())
+                session = _session(str(folder / graph_name), threads)
             except Exception as error:  # noqa: BLE001 - ORT raises its own types
                 problem = f"damaged (ONNX Runtime cannot read it: {type(error).__name__})"
             else:
-                return OnnxRunner(session, bool(info.get("has_features")), folder / ONNX_FILE)
+                return OnnxRunner(session, bool(info.get("has_features")), folder / graph_name)
         if problem != "absent" and problem not in problems:
             problems.append(problem)
     content, has_features, difference, session = _convert(model, threads)
@@ -432,7 +450,7 @@ def _load_or_convert(model: Model, key: dict[str, Any], threads: int,
     failures = []
     for folder in folders:
         try:
-            target = _write_cache(folder, content, info)
+            target = _write_cache(folder, content, info, graph_name, info_name)
         except OSError as error:
             failures.append(f"{folder}: {error.strerror or error}")
             continue
@@ -442,9 +460,10 @@ def _load_or_convert(model: Model, key: dict[str, Any], threads: int,
     return OnnxRunner(session, has_features)
 
 
-def _cache_problem(folder: Path, key: dict[str, Any]) -> str | None:
+def _cache_problem(folder: Path, key: dict[str, Any], graph_name: str = ONNX_FILE,
+                   info_name: str = ONNX_INFO_FILE) -> str | None:
     """None when ``folder`` holds a usable conversion for ``key``; else what is wrong."""
-    info_path, onnx_path = folder / ONNX_INFO_FILE, folder / ONNX_FILE
+    info_path, onnx_path = folder / info_name, folder / graph_name
     if not info_path.exists() and not onnx_path.exists():
         return "absent"
     try:
@@ -462,15 +481,16 @@ def _cache_problem(folder: Path, key: dict[str, Any]) -> str | None:
     return None
 
 
-def _write_cache(folder: Path, content: bytes, info: dict[str, Any]) -> Path:
+def _write_cache(folder: Path, content: bytes, info: dict[str, Any],
+                 graph_name: str = ONNX_FILE, info_name: str = ONNX_INFO_FILE) -> Path:
     import hashlib
 
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / ONNX_FILE
+    target = folder / graph_name
     with atomic_path(target) as temporary:
         temporary.write_bytes(content)
     # The graph first: a crash before the description leaves a stale description, rebuilt.
-    atomic_write_json(folder / ONNX_INFO_FILE,
+    atomic_write_json(folder / info_name,
                       {**info, "sha256": hashlib.sha256(content).hexdigest()})
     return target
 

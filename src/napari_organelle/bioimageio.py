@@ -127,14 +127,44 @@ import segmentation_models_pytorch as smp
 import torch
 
 
+class Composite(torch.nn.Module):
+    """Member networks side by side, each on the input average-pooled by its scale; their
+    logits are upsampled back, concatenated and put in the model's class order."""
+
+    def __init__(self, in_channels, members, order):
+        super().__init__()
+        self.members = torch.nn.ModuleList(
+            smp.create_model(m["architecture"], encoder_name=m["encoder"], encoder_weights=None,
+                             in_channels=in_channels, classes=len(m["classes"]),
+                             **m.get("arch_kwargs", {}))
+            for m in members)
+        self.scales = [int(m.get("scale", 1)) for m in members]
+        self.order = list(order)
+
+    def forward(self, x):
+        outputs = []
+        for member, scale in zip(self.members, self.scales):
+            if scale == 1:
+                outputs.append(member(x))
+                continue
+            logits = member(torch.nn.functional.avg_pool2d(x, scale))
+            outputs.append(torch.nn.functional.interpolate(
+                logits, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        return torch.cat(outputs, dim=1)[:, self.order]
+
+
 class OrganelleNetwork(torch.nn.Module):
-    """A segmentation-models-pytorch model followed by a sigmoid."""
+    """A segmentation-models-pytorch model (or a composite of them) followed by a sigmoid."""
 
     def __init__(self, architecture, encoder_name, in_channels, classes, arch_kwargs=None):
         super().__init__()
+        arch_kwargs = dict(arch_kwargs or {})
+        if architecture == "Composite":
+            self.network = Composite(in_channels, arch_kwargs["members"], arch_kwargs["order"])
+            return
         self.network = smp.create_model(architecture, encoder_name=encoder_name,
                                         encoder_weights=None, in_channels=in_channels,
-                                        classes=classes, **(arch_kwargs or {}))
+                                        classes=classes, **arch_kwargs)
 
     def forward(self, x):
         return torch.sigmoid(self.network(x))
@@ -304,6 +334,11 @@ def _check_writable(target: Path) -> None:
 
 def _step(network: Any) -> int:
     """The input edge must be a multiple of this (the encoder's output stride)."""
+    from .models.composite import CompositeNetwork
+
+    if isinstance(network, CompositeNetwork):
+        return max(_step(member) * scale for member, scale in zip(network.members,
+                                                                   network.scales))
     stride = getattr(getattr(network, "encoder", None), "output_stride", None)
     return int(stride) if isinstance(stride, int) and stride > 0 else 32
 
@@ -427,6 +462,15 @@ def _probabilities_only(content: bytes) -> bytes:
     return Extractor(graph).extract_model(inputs, ["probabilities"]).SerializeToString()
 
 
+def _exported_arch_kwargs(model: Model) -> dict[str, Any]:
+    """The card's ``arch_kwargs``; for a composite, with the output order its network uses."""
+    kwargs = dict(model.card.arch_kwargs)
+    order = getattr(model.network, "order", None)
+    if order is not None:
+        kwargs["order"] = list(order)
+    return kwargs
+
+
 def _state_dict_bytes(model: Model) -> bytes:
     import torch
 
@@ -470,7 +514,7 @@ def _package_files(model: Model, test: _TestData, onnx_bytes: bytes | None,
                 "kwargs": {"architecture": card.architecture, "encoder_name": card.encoder,
                            "in_channels": int(card.in_channels),
                            "classes": len(card.classes),
-                           "arch_kwargs": _plain(card.arch_kwargs)},
+                           "arch_kwargs": _plain(_exported_arch_kwargs(model))},
             },
             "pytorch_version": torch_version,
             "dependencies": _file(files, ENVIRONMENT_FILE),

@@ -68,6 +68,7 @@ from .inference import (
     _plan_channel_jobs,
     _rescale_factor,
     _volume_axis,
+    checked_tile_size,
 )
 from .models import ClassSpec, Model, load_model
 from .ngff import LabelsTarget, create_labels, finish_labels
@@ -684,9 +685,7 @@ def segment_blockwise_iter(
         raise InputError("no classes chosen: pick at least one organelle to segment")
     for name in wanted:
         card.class_spec(name)
-    tile = int(tile_size or card.tile_size)
-    if tile < 32 or tile % 32:
-        raise InputError(f"tile size must be a multiple of 32 and at least 32, not {tile}")
+    tile = checked_tile_size(card, tile_size)
     if not 0 <= overlap < 0.9:
         raise InputError(f"overlap must be between 0 and 0.9, not {overlap}")
     if _rescale_factor(pixel_size_nm, card.pixel_size_nm) != 1.0:

@@ -37,7 +37,8 @@ from .confidence import (
 from .devices import resolve_device
 from .errors import InputError
 from .image_input import PreparedImage, plane_statistics, prepare_image
-from .models import ClassSpec, Model, load_model
+from .models import ClassSpec, Model, ModelCard, load_model
+from .models.composite import runnable_part, tile_multiple
 from .postprocess import label_instances, probabilities_to_mask
 from .progress import Progress, run
 from .tiling import predict_plane
@@ -214,9 +215,10 @@ def segment_iter(
         card.class_spec(name)  # raises a clear error for unknown classes
     if not wanted:
         raise InputError("no classes chosen: pick at least one organelle to segment")
-    tile = int(tile_size or card.tile_size)
-    if tile < 32 or tile % 32:
-        raise InputError(f"tile size must be a multiple of 32 and at least 32, not {tile}")
+    # Only the networks the chosen classes need run (a composite's one member, if one has all).
+    model = runnable_part(model, wanted)
+    card = model.card
+    tile = checked_tile_size(card, tile_size)
     if not 0 <= overlap < 0.9:
         raise InputError(f"overlap must be between 0 and 0.9, not {overlap}")
 
@@ -504,6 +506,20 @@ def _with_plane_progress(work: Generator[Progress, None, np.ndarray], done_plane
             yield Progress(int(fraction * resolution), resolution, message)
     except StopIteration as finished:
         return finished.value
+
+
+def checked_tile_size(card: ModelCard, tile_size: int | None) -> int:
+    """The tile edge to use: ``tile_size``, else the card's; a multiple the network can take.
+
+    Raises:
+        InputError: the tile is not a multiple of :func:`~.models.composite.tile_multiple`.
+    """
+    tile = int(tile_size or card.tile_size)
+    multiple = tile_multiple(card)
+    if tile < multiple or tile % multiple:
+        raise InputError(f"the tile size must be a multiple of {multiple} and at least "
+                         f"{multiple} for {card.full_name}, not {tile}")
+    return tile
 
 
 def _rescale_factor(image_nm: float | None, model_nm: float | None) -> float:

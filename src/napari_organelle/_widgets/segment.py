@@ -36,7 +36,7 @@ from ..blockwise import needs_blockwise
 from ..devices import available_devices
 from ..errors import InputError, ModelError, OrganelleError
 from ..image_input import prepare_image
-from ..inference import SegmentationResult
+from ..inference import SegmentationResult, checked_tile_size
 from ..modality import image_modality
 from ..models import ModelCard, ModelInfo, list_models
 from ..models.evidence import class_evidence
@@ -667,9 +667,7 @@ class SegmentWidget(SingleTaskDock, Container):
             if not classes:
                 raise InputError("no organelle chosen: tick at least one under Organelles")
             jobs = [self._job(layer, classes, card)]
-        tile = int(self.tile_size_spin.value)
-        if tile % 32:
-            raise InputError(f"the tile size must be a multiple of 32, not {tile}")
+        tile = checked_tile_size(card, int(self.tile_size_spin.value))
         options = {
             "device": self.device_combo.value,
             "tile_size": tile,

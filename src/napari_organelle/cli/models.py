@@ -8,6 +8,8 @@
     napari-organelle models export em-lab@2 /media/usb
     napari-organelle models export em-lab@2 ~/share --format bioimageio   # a bioimage.io zip
     napari-organelle models import /media/usb/em-lab@2
+    napari-organelle models compose em-organelles@2.0.0 runs/em-cell-organelles/best \\
+        --name em-organelles --version 3.0.0 --tile-size 256 --out runs/em-organelles-3
 """
 
 from __future__ import annotations
@@ -59,6 +61,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("folder", type=Path, help="the exported folder")
     imported.add_argument("--name", help="install under this model name")
     imported.add_argument("--activate", action="store_true", help="use it right away")
+
+    compose = actions.add_parser(
+        "compose", help="join trained models into one that runs them side by side",
+        description="The new model's classes are its members' classes, each predicted by the "
+                    "network that learnt it (napari_organelle.models.composite).")
+    compose.add_argument("members", nargs="+", metavar="MODEL[:SCALE]",
+                         help="the first runs at the new model's pixel size; each other at "
+                              "SCALE times coarser pixels (its card's pixel size must agree)")
+    compose.add_argument("--name", required=True, help="the new model's name")
+    compose.add_argument("--version", required=True, help="the new model's version")
+    compose.add_argument("--tile-size", type=int, required=True, metavar="PX",
+                         help="tile edge at the new model's pixel size")
+    compose.add_argument("--description", default="", help="the card's description")
+    compose.add_argument("--out", type=Path, required=True, metavar="DIR",
+                         help="folder that receives the model")
+    compose.add_argument("--tests", metavar="RECIPE",
+                         help="score the new model on this recipe's test splits and write its "
+                              "MODEL_CARD.md (a recipe file or a bundled recipe's name)")
+    compose.add_argument("--data-root", type=Path, metavar="DIR",
+                         help="with --tests: the folder holding the shared data sets")
     parser.set_defaults(func=run)
 
 
@@ -78,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return _export(args.model, args.folder)
     if action == "import":
         return _import(args.folder, args.name, args.activate)
+    if action == "compose":
+        return _compose(args)
     return _list(args.json)
 
 
@@ -160,6 +184,38 @@ def _import(folder: Path, name: str | None, activate: bool) -> int:
     original = card.extra.get("lineage", {}).get("imported_from", {}).get("model")
     renamed = f" (was {original} on the other machine)" if original else ""
     print(f"installed {info.full_name}{renamed}")
+    return 0
+
+
+def _compose(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..models import load_model, save_model
+    from ..models.composite import compose
+
+    parts = []
+    for index, text in enumerate(args.members):
+        name, _, scale = text.rpartition(":") if ":" in text else (text, "", "1")
+        if not scale.isdigit() or int(scale) < 1 or (index == 0 and int(scale) != 1):
+            raise InputError(f"{text}: the scale after ':' must be a whole number >= 1 (the "
+                             "first model runs at scale 1)")
+        parts.append((load_model(name), int(scale)))
+    card, network = compose(parts, args.name, args.version, args.tile_size,
+                            args.description or " ".join(p[0].card.description for p in parts))
+    folder = save_model((card, network), args.out)
+    members = ", ".join(f"{model.card.full_name} ({', '.join(model.card.class_names)}; "
+                        f"scale {scale})" for model, scale in parts)
+    print(f"wrote {card.full_name} to {folder}: {members}")
+    if args.tests:
+        from ..models import load_model_folder
+        from ..training.recipe import find_recipe
+        from ..training.report import evaluate_recipe, write_model_card
+        from .train import print_scores
+
+        recipe = json.loads(find_recipe(args.tests).read_text())
+        print("scoring it on the test splits of", args.tests, flush=True)
+        scores = evaluate_recipe(load_model_folder(folder), recipe, args.data_root)
+        print(f"model card: {write_model_card(folder, scores)}")
+        print_scores(scores)
     return 0
 
 

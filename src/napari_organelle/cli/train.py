@@ -312,15 +312,20 @@ def _run_recipe(args: argparse.Namespace) -> int:
                                  device=config.device)
         card_path = write_model_card(model_dir, scores)
         print(f"model card: {card_path}")
-        for dataset, classes in scores.items():
-            for name, values in classes.items():
-                if isinstance(values, dict):
-                    print(f"  {dataset:<24} {name:<16} Dice {_fmt(values.get('dice'))}  "
-                          f"IoU {_fmt(values.get('iou'))}")
+        print_scores(scores)
         if args.install:
             target = install_bundled(model_dir, name)
             print(f"installed as the bundled model {name} ({target})")
     return 0
+
+
+def print_scores(scores: dict[str, Any]) -> None:
+    """One line per test set and class: Dice and IoU."""
+    for dataset, classes in scores.items():
+        for name, values in classes.items():
+            if isinstance(values, dict):
+                print(f"  {dataset:<24} {name:<16} Dice {_fmt(values.get('dice'))}  "
+                      f"IoU {_fmt(values.get('iou'))}")
 
 
 def _epochs_to_iterations(config: Any, epochs: float) -> int:

@@ -27,11 +27,15 @@ class Model:
         card: the model card.
         network: the torch module (in eval mode, on the CPU until moved).
         path: the folder it was loaded from, or None when built in memory.
+        part: which part of the folder's network this is (``member0``: a composite's
+            first member, :func:`~napari_organelle.models.composite.member_model`);
+            empty for the whole network.
     """
 
     card: ModelCard
     network: torch.nn.Module
     path: Path | None = None
+    part: str = ""
 
     def __repr__(self) -> str:
         return f"Model({self.card.full_name}, classes={self.card.class_names}, path={self.path})"
@@ -57,15 +61,17 @@ def build_network(card: ModelCard) -> torch.nn.Module:
     avoid_llvm_clash()  # smp imports torchvision -> torch._dynamo -> triton
     import segmentation_models_pytorch as smp
 
+    def build_one(architecture: str, encoder: str, n_classes: int,
+                  arch_kwargs: dict) -> torch.nn.Module:
+        return smp.create_model(architecture, encoder_name=encoder, encoder_weights=None,
+                                in_channels=card.in_channels, classes=n_classes, **arch_kwargs)
+
     try:
-        return smp.create_model(
-            card.architecture,
-            encoder_name=card.encoder,
-            encoder_weights=None,
-            in_channels=card.in_channels,
-            classes=len(card.classes),
-            **card.arch_kwargs,
-        )
+        if card.architecture == "Composite":
+            from .composite import build_composite  # imports torch
+
+            return build_composite(card, build_one)
+        return build_one(card.architecture, card.encoder, len(card.classes), card.arch_kwargs)
     except (KeyError, ValueError, TypeError) as error:
         raise ModelError(
             f"cannot build {card.architecture} with encoder {card.encoder!r} from the card of "

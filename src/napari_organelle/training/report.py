@@ -114,10 +114,7 @@ def write_model_card(folder: Path, test_scores: dict[str, Any] | None = None) ->
              "| class | kind | threshold | minimum object size (px) |", "| --- | --- | --- | --- |"]
     for spec in card.classes:
         lines.append(f"| {spec.name} | {spec.kind} | {spec.threshold} | {spec.min_size_px} |")
-    lines += ["", "## Network", "",
-              (f"- {card.architecture} with a `{card.encoder}` encoder trained from scratch "
-              f"(no ImageNet weights), {card.in_channels} input channel(s), "
-              f"options {json.dumps(card.arch_kwargs)}."),
+    lines += ["", "## Network", "", *_network_lines(card),
               (f"- Input normalised between the {card.normalization.low} and "
               f"{card.normalization.high} percentiles of each plane."),
               f"- Pixel size: {card.pixel_size_nm} nm (images with a known, different pixel size "
@@ -165,6 +162,26 @@ def write_model_card(folder: Path, test_scores: dict[str, Any] | None = None) ->
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _network_lines(card: Any) -> list[str]:
+    from ..models.composite import is_composite, members
+
+    if not is_composite(card):
+        return [f"- {card.architecture} with a `{card.encoder}` encoder trained from scratch "
+                f"(no ImageNet weights), {card.in_channels} input channel(s), "
+                f"options {json.dumps(card.arch_kwargs)}."]
+    lines = ["- A composite: these networks run side by side on each tile, and each class is "
+             "exactly the output of the network that learnt it "
+             "(`napari_organelle.models.composite`):"]
+    for entry in members(card):
+        pixel = (f"{card.pixel_size_nm * entry['scale']:g} nm pixels"
+                 if card.pixel_size_nm else f"{entry['scale']}x coarser pixels")
+        lines.append(f"  - `{entry.get('source') or 'unnamed'}`: {entry['architecture']} with a "
+                     f"`{entry['encoder']}` encoder, {', '.join(entry['classes'])}, at {pixel}; "
+                     f"options {json.dumps(entry.get('arch_kwargs', {}))}.")
+    lines.append(f"- {card.in_channels} input channel(s); no ImageNet weights.")
+    return lines
 
 
 def _fmt(value: float | None) -> str:

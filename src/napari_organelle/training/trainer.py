@@ -26,7 +26,14 @@ from ..devices import resolve_device
 from ..durable import atomic_path, utc_now
 from ..errors import InputError
 from ..metrics import MetricAccumulator
-from ..models import ClassSpec, ModelCard, build_network, load_model, save_model
+from ..models import ClassSpec, Model, ModelCard, build_network, load_model, save_model
+from ..models.composite import (
+    add_to_first_member,
+    encoders,
+    head_rows,
+    primary,
+    tile_multiple,
+)
 from ..models.evidence import EVIDENCE_KEY, SIMULATION_ONLY, continued_simulation_only
 from ..progress import Progress
 from ..tiling import predict_plane
@@ -69,6 +76,10 @@ class TrainConfig:
         freeze_encoder: train the decoder and the output layer only; the
             encoder's weights and statistics stay the starting model's (and its
             backward pass is skipped, so steps are faster).
+        encoder_from: a model (name or path) whose encoder weights start a new
+            network trained from ``card``, e.g. the EM model's encoder, which has
+            learnt real electron micrographs, for a network taught from simulated
+            sections only. The encoders must match (same encoder and input channels).
         monitor_images: images scored at every validation but never used to pick
             the kept model, e.g. held-out images of the base model's own
             training data, which show forgetting while fine-tuning.
@@ -99,6 +110,7 @@ class TrainConfig:
     new_head_factor: float = 1.0
     keep_norm_statistics: bool = False
     freeze_encoder: bool = False
+    encoder_from: str | None = None
     monitor_images: list[TrainingImage] = field(default_factory=list)
     val_fraction: float = 0.2
     iterations: int | None = 1000
@@ -127,7 +139,7 @@ class TrainConfig:
             "focus_classes": list(self.focus_classes), "focus_share": self.focus_share,
             "new_head_factor": self.new_head_factor,
             "keep_norm_statistics": self.keep_norm_statistics,
-            "freeze_encoder": self.freeze_encoder,
+            "freeze_encoder": self.freeze_encoder, "encoder_from": self.encoder_from,
             "val_fraction": self.val_fraction, "iterations": self.iterations,
             "minutes": self.minutes, "batch_size": self.batch_size, "crop": self.crop,
             "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
@@ -246,6 +258,10 @@ def train_iter(config: TrainConfig) -> Generator[Progress, None, TrainResult]:
 
     card, network, parent = _starting_model(config)
     class_names = card.class_names
+    multiple = tile_multiple(card)
+    if config.crop % multiple:
+        raise InputError(f"crops of {config.crop} pixels do not fit {card.full_name}: they must "
+                         f"be a multiple of {multiple} pixels")
     yield Progress(0, 1, "loading data")
     train_images, val_images = _gather_images(config, card)
     if not train_images:
@@ -381,7 +397,10 @@ def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, st
     if config.base is None:
         if config.card is None:
             raise InputError("give a base model to fine-tune or a card for a new model")
-        return config.card, build_network(config.card), None
+        network = build_network(config.card)
+        if config.encoder_from is not None:
+            _copy_encoder(load_model(config.encoder_from), network)
+        return config.card, network, None
     base = load_model(config.base)
     card = ModelCard.from_dict(json.loads(json.dumps(base.card.to_dict())))
     known = set(card.class_names)
@@ -392,6 +411,7 @@ def _starting_model(config: TrainConfig) -> tuple[ModelCard, torch.nn.Module, st
         new += [spec for spec in config.card.classes
                 if spec.name not in known and spec.name not in named]
     card.classes = card.classes + new
+    add_to_first_member(card, [spec.name for spec in new])
     if config.card is not None and card.class_names != config.card.class_names:
         raise InputError(
             f"the recipe's classes ({', '.join(config.card.class_names)}) must be the base "
@@ -428,16 +448,32 @@ def _copy_weights(source: torch.nn.Module, target: torch.nn.Module, n_old: int) 
             continue
         if target_state[key].shape == value.shape:
             target_state[key] = value.clone()
-        elif key.startswith("segmentation_head") and value.shape[0] == n_old:
-            target_state[key][:n_old] = value
+        elif ("segmentation_head" in key and value.shape[1:] == target_state[key].shape[1:]
+              and value.shape[0] < target_state[key].shape[0]):
+            # the output layer gained rows for new classes (the last ones of the network,
+            # or of a composite's first member)
+            target_state[key][:value.shape[0]] = value
     target.load_state_dict(target_state)
+
+
+def _copy_encoder(source: Model, target: torch.nn.Module) -> None:
+    """Start ``target``'s encoder from ``source``'s (weights and batch-norm statistics; of
+    a composite, its first member's)."""
+    wanted = target.encoder.state_dict()
+    given = {key[len("encoder."):]: value
+             for key, value in primary(source.network).state_dict().items()
+             if key.startswith("encoder.")}
+    if set(given) != set(wanted) or any(given[k].shape != wanted[k].shape for k in wanted):
+        raise InputError(f"the encoder of {source.card.full_name} ({source.card.encoder}, "
+                         f"{source.card.in_channels} channels in) does not fit this network's")
+    target.encoder.load_state_dict(given)
 
 
 def _training_mode(network: torch.nn.Module, keep_norm_statistics: bool,
                    freeze_encoder: bool = False) -> None:
     network.train()
-    if freeze_encoder:
-        network.encoder.eval()
+    for encoder in encoders(network) if freeze_encoder else ():
+        encoder.eval()
     if keep_norm_statistics:
         for module in network.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -464,9 +500,9 @@ def start_at_prior(network: torch.nn.Module, rows: Sequence[int],
     Returns:
         The prior used per row.
     """
-    bias = network.segmentation_head[0].bias
+    bias = primary(network).segmentation_head[0].bias
     priors = {}
-    for row in rows:
+    for row, local in zip(rows, head_rows(network, rows)):
         positive = annotated = 0
         for item in images:
             target = item.target[row]
@@ -474,7 +510,7 @@ def start_at_prior(network: torch.nn.Module, rows: Sequence[int],
             positive += int((target == 1).sum())
         prior = min(0.5, max(floor, positive / annotated)) if annotated else 0.5
         with torch.no_grad():
-            bias[row] = math.log(prior / (1 - prior))
+            bias[local] = math.log(prior / (1 - prior))
         priors[row] = prior
     return priors
 
@@ -508,8 +544,9 @@ def _optimizer(network: torch.nn.Module, config: TrainConfig, new_rows: Sequence
     factor = config.new_head_factor if new_rows else 1.0
     if factor <= 0:
         raise InputError(f"new_head_factor must be positive, not {factor}")
-    head = list(network.segmentation_head.parameters()) if factor != 1.0 else []
-    frozen = list(network.encoder.parameters()) if config.freeze_encoder else []
+    head = list(primary(network).segmentation_head.parameters()) if factor != 1.0 else []
+    frozen = ([p for encoder in encoders(network) for p in encoder.parameters()]
+              if config.freeze_encoder else [])
     for parameter in frozen:
         parameter.requires_grad_(False)
     ids = {id(p) for p in head + frozen}
@@ -519,7 +556,8 @@ def _optimizer(network: torch.nn.Module, config: TrainConfig, new_rows: Sequence
         groups.append({"params": head, "factor": factor})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
-    return optimizer, _HeadRows(head, min(new_rows) if new_rows else 0, factor)
+    first_new = min(head_rows(network, new_rows)) if new_rows else 0
+    return optimizer, _HeadRows(head, first_new, factor)
 
 
 def _gather_images(config: TrainConfig, card: ModelCard
