@@ -668,3 +668,35 @@ def test_each_class_says_how_it_was_tested_and_simulation_only_ones_are_marked(
     assert widget.channel_assignments == {"cell": "er"}
     tip = combo.native.itemData(3, Qt.ItemDataRole.ToolTipRole)
     assert tip.startswith("er: simulation only")
+
+
+def test_an_empty_simulation_only_class_is_told_not_warned_about(
+        make_napari_viewer, qtbot, tmp_path, messages):
+    """Nuclei found nowhere in neuropil is often the right answer for a class learnt from
+    simulation; an empty real-tested class still gets the warning."""
+    import torch
+
+    card = tiny_card("tiny-sim-empty", "em", [ClassSpec("mitochondria", "semantic"),
+                                              ClassSpec("membranes", "semantic"),
+                                              ClassSpec("er", "semantic")])
+    card.extra["class_evidence"] = {"er": "simulation only"}
+    network = build_network(card)
+    with torch.no_grad():  # mitochondria everywhere, membranes and ER nowhere
+        head = network.segmentation_head[0]
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([10.0, -10.0, -10.0]))
+    folder = save_model((card, network), tmp_path / "tiny-sim-empty")
+    viewer = make_napari_viewer()
+    viewer.add_image(cells_image((96, 96)), name="cell")
+    widget = make_widget(viewer)
+    widget.load_model_file(folder)
+
+    widget.class_checkboxes["membranes"].value = False
+    run_and_wait(qtbot, widget)
+    assert "No er found in this image." in messages.infos
+    assert not any("Nothing was found" in message for message in messages.warnings)
+
+    widget.class_checkboxes["membranes"].value = True
+    run_and_wait(qtbot, widget)
+    assert any(message.startswith("Nothing was found for membranes, er")
+               for message in messages.warnings)

@@ -739,6 +739,8 @@ class SegmentWidget(SingleTaskDock, Container):
         notes: list[str] = []
         found: list[str] = []
         nothing: list[str] = []
+        absent: list[str] = []
+        evidence = class_evidence(self._card) if self._card else {}
         pixel_size = plan.options.get("pixel_size_nm")
         for job, result, amounts, transform in results:
             provenance = {"model": result.model}
@@ -753,7 +755,12 @@ class SegmentWidget(SingleTaskDock, Container):
                 yield
                 where = class_name if len(results) == 1 else f"{class_name} in {job.source}"
                 amount = amounts[class_name]
-                (found if amount else nothing).append(f"{where}: {amount}" if amount else where)
+                if amount:
+                    found.append(f"{where}: {amount}")
+                elif evidence.get(class_name) is not None and evidence[class_name].mark:
+                    absent.append(where)  # learnt from simulation: may just not be there
+                else:
+                    nothing.append(where)
             for class_name, values in result.uncertainty.items():
                 maps.append(show_uncertainty(self.viewer, values, class_name, job.source,
                                              transform or job.transform))
@@ -765,10 +772,13 @@ class SegmentWidget(SingleTaskDock, Container):
 
         for note in notes:
             self.controls.report_warning(note)
-        if nothing:
+        if nothing or (absent and not found):
             self.controls.report_warning(
-                f"Nothing was found for {', '.join(nothing)}. Check that the model suits "
-                "the image (EM or fluorescence, pixel size under Advanced settings).")
+                f"Nothing was found for {', '.join(nothing + absent)}. Check that the model "
+                "suits the image (EM or fluorescence, pixel size under Advanced settings).")
+        elif absent:
+            # Simulation-only classes (nuclei in neuropil): absence is often the right answer.
+            self.controls.report_info(f"No {', '.join(absent)} found in this image.")
         summary = "; ".join(found) if found else "nothing found"
         result = self.last_result
         self.controls.set_status(f"Done in {result.seconds:.1f} s on {result.device}: "
